@@ -1,0 +1,90 @@
+"""azvision: one typed SDK over Azure Custom Vision, Image Analysis and Azure ML endpoints, plus ONNX.
+
+Example:
+    >>> import azvision
+    >>> clf = azvision.create_classifier("custom_vision")  # doctest: +SKIP  (reads CUSTOM_VISION_* env vars)
+    >>> clf.classify("cat.jpg").label  # doctest: +SKIP
+    'cat'
+
+Backends and the trainer are imported on first use, so ``import azvision`` stays fast and never imports
+an optional extra (onnxruntime, azure-ai-ml, the emulator's server).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._batch import RetryPolicy
+from ._errors import (
+    AuthenticationError,
+    AzVisionError,
+    BackendConnectionError,
+    BackendTimeoutError,
+    ConfigurationError,
+    InvalidImageError,
+    NotFoundError,
+    RateLimitError,
+    ServiceError,
+    TrainingError,
+)
+from ._models import BoundingBox, Label, Prediction
+from ._protocol import Classifier
+from ._registry import available_backends, create_classifier, register_backend
+
+if TYPE_CHECKING:
+    from .backends.azure_ml import AzureMLEndpointBackend
+    from .backends.custom_vision import CustomVisionBackend
+    from .backends.image_analysis import ImageAnalysisBackend
+    from .backends.onnx import OnnxBackend
+    from .training.custom_vision import CustomVisionTrainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "AzVisionError",
+    "AzureMLEndpointBackend",
+    "BackendConnectionError",
+    "BackendTimeoutError",
+    "BoundingBox",
+    "Classifier",
+    "ConfigurationError",
+    "CustomVisionBackend",
+    "CustomVisionTrainer",
+    "ImageAnalysisBackend",
+    "InvalidImageError",
+    "Label",
+    "NotFoundError",
+    "OnnxBackend",
+    "Prediction",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServiceError",
+    "TrainingError",
+    "available_backends",
+    "create_classifier",
+    "register_backend",
+]
+
+_LAZY = {
+    "AzureMLEndpointBackend": "azvision.backends.azure_ml",
+    "CustomVisionBackend": "azvision.backends.custom_vision",
+    "ImageAnalysisBackend": "azvision.backends.image_analysis",
+    "OnnxBackend": "azvision.backends.onnx",
+    "CustomVisionTrainer": "azvision.training.custom_vision",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'azvision' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,140 @@
+"""Settings resolution: explicit argument first, then the environment variable the Azure samples use.
+
+Keys are wrapped in :class:`Secret` at once, so they cannot leak through ``repr``, ``str`` or logs.
+
+Example:
+    >>> import os
+    >>> os.environ["VISION_ENDPOINT"] = "https://example.cognitiveservices.azure.com/"
+    >>> setting(None, arg="endpoint", env="VISION_ENDPOINT")
+    'https://example.cognitiveservices.azure.com/'
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from ._errors import ConfigurationError
+
+__all__ = ["ENV", "Secret", "endpoint_setting", "secret_setting", "setting", "uuid_setting"]
+
+#: The environment variables each backend reads, by argument name.
+ENV: dict[str, dict[str, str]] = {
+    "custom_vision": {
+        "endpoint": "CUSTOM_VISION_PREDICTION_ENDPOINT",
+        "key": "CUSTOM_VISION_PREDICTION_KEY",
+        "project_id": "CUSTOM_VISION_PROJECT_ID",
+        "iteration": "CUSTOM_VISION_ITERATION_NAME",
+    },
+    "custom_vision_training": {
+        "endpoint": "CUSTOM_VISION_TRAINING_ENDPOINT",
+        "key": "CUSTOM_VISION_TRAINING_KEY",
+        "prediction_resource_id": "CUSTOM_VISION_PREDICTION_RESOURCE_ID",
+    },
+    "image_analysis": {"endpoint": "VISION_ENDPOINT", "key": "VISION_KEY"},
+    "azure_ml": {
+        "scoring_uri": "AZUREML_SCORING_URI",
+        "key": "AZUREML_ENDPOINT_KEY",
+        "deployment": "AZUREML_DEPLOYMENT",
+    },
+}
+
+
+class Secret:
+    """A key or token that never shows itself: ``repr``/``str`` print ``'***'``; ``.get()`` reveals it.
+
+    Example:
+        >>> s = Secret("abc123")
+        >>> s, str(s), s.get()
+        (Secret('***'), '***', 'abc123')
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret itself: pass it to the client, never to a log."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        return (Secret, (self._value,))
+
+
+def _missing(arg: str, env: str | None) -> ConfigurationError:
+    where = f" or set the environment variable {env}" if env else ""
+    return ConfigurationError(f"missing {arg}: pass {arg}=...{where}")
+
+
+def setting(value: str | None, *, arg: str, env: str | None, required: bool = True) -> str | None:
+    """The explicit ``value`` if given, else the environment variable ``env``; error if required."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = (os.environ.get(env, "").strip() or None) if env else None
+    if value is None and required:
+        raise _missing(arg, env)
+    return value
+
+
+def secret_setting(
+    value: str | Secret | None, *, arg: str, env: str | None, required: bool = True
+) -> Secret | None:
+    """Like :func:`setting`, for keys: returns a :class:`Secret`."""
+    if isinstance(value, Secret):
+        return value
+    resolved = setting(value, arg=arg, env=env, required=required)
+    return Secret(resolved) if resolved is not None else None
+
+
+def endpoint_setting(value: str | None, *, arg: str, env: str | None) -> str:
+    """An ``http(s)://host[:port][/path]`` URL without trailing slash; a clear error otherwise.
+
+    Example:
+        >>> endpoint_setting("https://x.cognitiveservices.azure.com/", arg="endpoint", env=None)
+        'https://x.cognitiveservices.azure.com'
+    """
+    raw = setting(value, arg=arg, env=env)
+    assert raw is not None
+    text = raw.strip()
+    where = f" (from {env})" if value is None and env else ""
+    if "://" not in text:
+        raise ConfigurationError(
+            f"{arg}{where} must be a full URL with a scheme, e.g. https://{text.rstrip('/')}/ — got {text!r}"
+        )
+    scheme = text.split("://", 1)[0].lower()
+    if scheme not in {"http", "https"}:
+        raise ConfigurationError(f"{arg}{where} must start with https:// (or http:// for a local emulator)")
+    import httpx
+
+    try:
+        url = httpx.URL(text)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ConfigurationError(f"{arg}{where} is not a valid URL: {exc}") from exc
+    if not url.host:
+        raise ConfigurationError(f"{arg}{where} has no host: {text!r}")
+    return text.rstrip("/")
+
+
+def uuid_setting(value: str | None, *, arg: str, env: str | None) -> str:
+    """A UUID string (Custom Vision project ids are UUIDs); a clear error otherwise."""
+    raw = setting(value, arg=arg, env=env)
+    assert raw is not None
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError as exc:
+        where = f" (from {env})" if value is None and env else ""
+        raise ConfigurationError(
+            f"{arg}{where} must be a UUID like 0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b, got {raw!r}"
+        ) from exc
