@@ -1,0 +1,223 @@
+"""The batch engine and the retry layer: order, completeness, bounded read-ahead, Retry-After, deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from azvision import (
+    AzVisionError,
+    BackendConnectionError,
+    BackendTimeoutError,
+    InvalidImageError,
+    Label,
+    Prediction,
+    RateLimitError,
+    RetryPolicy,
+    ServiceError,
+)
+from azvision._batch import Throttle, auto_concurrency, ordered_map, run_async_iter
+from azvision._images import ImageLimits, LoadedImage
+from azvision.backends._base import BaseBackend
+
+
+class ScriptedBackend(BaseBackend):
+    """Answers from a script of outcomes per input (bytes) — no network, real base machinery."""
+
+    name = "scripted"
+    image_limits = ImageLimits(service="scripted")
+
+    def __init__(
+        self, script: dict[bytes, list[AzVisionError | None]] | None = None, delay: float = 0.0, **kw: object
+    ) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.script = script or {}
+        self.delay = delay
+        self.calls: list[tuple[bytes, float]] = []
+        self.lock = threading.Lock()
+
+    def _predict(self, image: LoadedImage) -> Prediction:
+        assert image.data is not None
+        with self.lock:
+            self.calls.append((image.data, time.monotonic()))
+            queue = self.script.get(image.data, [])
+            outcome = queue.pop(0) if queue else None
+        if self.delay:
+            time.sleep(self.delay * random.random())
+        if outcome is not None:
+            raise outcome
+        return Prediction(
+            labels=[Label(name=image.data.decode(errors="replace")[:8], confidence=1.0)], backend=self.name
+        )
+
+
+def png(i: int) -> bytes:
+    from tests.conftest import make_png
+
+    return make_png((8 + i % 50, 8), (i % 256, (i * 7) % 256, 0))
+
+
+def test_outcomes_stream_in_input_order_one_per_input() -> None:
+    images = [png(i) for i in range(60)]
+    with ScriptedBackend(delay=0.01, concurrency=8) as backend:
+        out = list(backend.classify_many(images))
+    assert len(out) == 60
+    assert all(isinstance(o, Prediction) for o in out)
+    assert [o.image_size for o in out if isinstance(o, Prediction)] == [(8 + i % 50, 8) for i in range(60)]
+
+
+def test_bad_inputs_yield_errors_in_place_and_batch_goes_on() -> None:
+    items: list[object] = [png(1), b"", "missing.jpg", png(2), b"not an image"]
+    with ScriptedBackend() as backend:
+        out = list(backend.classify_many(items))  # type: ignore[arg-type]
+    kinds = [type(o).__name__ for o in out]
+    assert kinds == [
+        "Prediction",
+        "InvalidImageError",
+        "InvalidImageError",
+        "Prediction",
+        "InvalidImageError",
+    ]
+    assert isinstance(out[2], InvalidImageError) and out[2].source == "missing.jpg"
+
+
+def test_retry_after_is_honoured_and_never_undercut() -> None:
+    img = png(3)
+    backend = ScriptedBackend({img: [RateLimitError("throttled", status_code=429, retry_after=0.3)]})
+    backend.classify(img)
+    (_, first), (_, second) = backend.calls
+    assert second - first >= 0.3
+
+
+def test_5xx_and_drops_are_retried_with_backoff_then_succeed() -> None:
+    img = png(4)
+    script = {img: [ServiceError("down", status_code=503), BackendConnectionError("dropped")]}
+    backend = ScriptedBackend(script, retry=RetryPolicy(backoff_base=0.01))
+    assert backend.classify(img).backend == "scripted"
+    assert len(backend.calls) == 3
+
+
+def test_non_retryable_errors_are_not_retried() -> None:
+    img = png(5)
+    backend = ScriptedBackend({img: [ServiceError("model failed", status_code=424)]})
+    with pytest.raises(ServiceError):
+        backend.classify(img)
+    assert len(backend.calls) == 1
+
+
+def test_attempts_are_capped() -> None:
+    img = png(6)
+    backend = ScriptedBackend(
+        {img: [ServiceError("down", status_code=500)] * 10},
+        retry=RetryPolicy(max_attempts=3, backoff_base=0.001),
+    )
+    with pytest.raises(ServiceError):
+        backend.classify(img)
+    assert len(backend.calls) == 3
+
+
+def test_deadline_stops_retries_with_timeout_error() -> None:
+    img = png(7)
+    backend = ScriptedBackend(
+        {img: [RateLimitError("slow", status_code=429, retry_after=5.0)]}, retry=RetryPolicy(deadline=1.0)
+    )
+    started = time.monotonic()
+    with pytest.raises(BackendTimeoutError, match="deadline"):
+        backend.classify(img)
+    assert time.monotonic() - started < 1.0  # gave up at once instead of sleeping past the deadline
+
+
+def test_one_429_holds_back_the_whole_batch() -> None:
+    throttled = png(8)
+    others = [png(100 + i) for i in range(6)]
+    backend = ScriptedBackend(
+        {throttled: [RateLimitError("slow", status_code=429, retry_after=0.4)]}, concurrency=2
+    )
+    list(backend.classify_many([throttled, *others]))
+    t429 = backend.calls[0][1]
+    later = [t for data, t in backend.calls[1:] if t > t429 + 0.05]
+    # every request sent after the 429 was answered waited for the cool-down
+    assert all(t >= t429 + 0.4 for t in later)
+
+
+def test_max_rps_spaces_requests() -> None:
+    images = [png(200 + i) for i in range(11)]
+    backend = ScriptedBackend(concurrency=8)
+    started = time.monotonic()
+    list(backend.classify_many(images, max_rps=20))
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.45  # 11 requests at 20/s need at least 10 intervals of 50 ms
+
+
+def test_read_ahead_is_bounded() -> None:
+    consumed = 0
+
+    def source() -> Iterator[bytes]:
+        nonlocal consumed
+        for i in range(1_000_000):
+            consumed += 1
+            yield png(i % 40)
+
+    backend = ScriptedBackend(concurrency=4)
+    stream = backend.classify_many(source())
+    for _ in range(20):
+        next(stream)
+    stream.close()  # type: ignore[attr-defined]
+    assert consumed < 20 + 64
+
+
+def test_throttle_pacing_and_gate() -> None:
+    throttle = Throttle(max_rps=10)
+    waits = [throttle.reserve() for _ in range(3)]
+    assert waits[0] == pytest.approx(0, abs=0.01)
+    assert waits[2] == pytest.approx(0.2, abs=0.02)
+    gate = Throttle()
+    gate.cool_down(0.5)
+    assert gate.reserve() == pytest.approx(0.5, abs=0.02)
+
+
+def test_ordered_map_wraps_unexpected_exceptions() -> None:
+    async def work(x: int) -> int:
+        if x == 2:
+            raise KeyError("bug")
+        return x
+
+    async def main() -> list[object]:
+        return [r async for r in ordered_map(range(4), work, concurrency=2)]
+
+    out = asyncio.run(main())
+    assert out[0] == 0 and out[3] == 3
+    assert isinstance(out[2], AzVisionError) and "KeyError" in str(out[2])
+    assert isinstance(out[2].__cause__, KeyError)
+
+
+def test_run_async_iter_propagates_fatal_errors() -> None:
+    async def broken() -> object:
+        yield 1
+        raise RuntimeError("engine broke")
+
+    it = run_async_iter(broken)  # type: ignore[arg-type]
+    assert next(it) == 1
+    with pytest.raises(RuntimeError, match="engine broke"):
+        next(it)
+
+
+def test_auto_concurrency_follows_littles_law() -> None:
+    assert auto_concurrency(20, 0.2, default=8) == 6
+    assert auto_concurrency(None, 0.2, default=8) == 8
+    assert auto_concurrency(1000, 1.0, default=8) == 64
+
+
+async def test_async_batch_matches_sync() -> None:
+    images = [png(300 + i) for i in range(10)]
+    backend = ScriptedBackend(delay=0.005)
+    out = [o async for o in backend.aclassify_many(images, concurrency=3)]
+    assert [o.image_size for o in out if isinstance(o, Prediction)] == [
+        (8 + (300 + i) % 50, 8) for i in range(10)
+    ]
+    await backend.aclose()

@@ -1,0 +1,170 @@
+"""Models, errors, settings, the registry and the public surface."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import azvision
+from azvision import (
+    AuthenticationError,
+    BackendTimeoutError,
+    BoundingBox,
+    ConfigurationError,
+    InvalidImageError,
+    Label,
+    NotFoundError,
+    Prediction,
+    RateLimitError,
+    ServiceError,
+    create_classifier,
+)
+from azvision._config import Secret, endpoint_setting, secret_setting, setting, uuid_setting
+from azvision._error_mapping import error_from_http, parse_retry_after
+
+DESIGN = Path(__file__).resolve().parents[3] / "shared" / "DESIGN.md"
+
+
+def test_public_all_is_sorted_and_covers_design_names() -> None:
+    assert azvision.__all__ == sorted(azvision.__all__)
+    design_names = {
+        "Classifier", "CustomVisionBackend", "ImageAnalysisBackend", "AzureMLEndpointBackend", "OnnxBackend",
+        "create_classifier", "Prediction", "Label", "BoundingBox", "CustomVisionTrainer", "AzVisionError",
+        "ConfigurationError", "InvalidImageError", "AuthenticationError", "NotFoundError", "RateLimitError",
+        "ServiceError", "TrainingError", "BackendTimeoutError", "BackendConnectionError",
+    }  # fmt: skip
+    if DESIGN.exists():  # the contract itself, when the shared folder is beside the repo
+        table = DESIGN.read_text().split("## Public Python API", 1)[1].split("### `Prediction`", 1)[0]
+        listed = set(re.findall(r"^\| `(\w+)", table, flags=re.M)) | set(re.findall(r"`(\w+Error)`", table))
+        assert listed <= design_names
+    assert design_names <= set(azvision.__all__)
+    for name in azvision.__all__:
+        assert getattr(azvision, name) is not None  # lazy names resolve too
+
+
+def test_prediction_sorts_labels_and_exposes_top() -> None:
+    p = Prediction(
+        labels=[
+            Label(name="b", confidence=0.1),
+            Label(name="a", confidence=0.8),
+            Label(name="c", confidence=0.1),
+        ],
+        backend="x",
+        raw={"secret": "payload"},
+    )
+    assert p.label == "a" and p.confidence == 0.8 and p.top == p.labels[0]
+    assert "payload" not in repr(p)
+    assert Prediction(backend="x").label is None and Prediction(backend="x").confidence == 0.0
+    with pytest.raises(ValueError):
+        Label(name="x", confidence=1.5)
+    assert Label(name="x", confidence=1.0000001).confidence == 1.0
+
+
+def test_prediction_html_has_bars_and_thumbnail(png_bytes: bytes) -> None:
+    p = Prediction(
+        labels=[
+            Label(name="<cat>", confidence=0.75, box=BoundingBox(left=0.1, top=0.1, width=0.5, height=0.5))
+        ],
+        backend="onnx",
+        source="cat.png",
+    ).with_image(png_bytes)
+    html = p._repr_html_()
+    assert "&lt;cat&gt;" in html and "75.0%" in html and "data:image/png;base64," in html
+
+
+def test_bounding_box_clipping() -> None:
+    box = BoundingBox.clipped(-0.05, 0.9, 0.5, 0.3)
+    assert (box.left, box.top, box.width) == (0.0, 0.9, 0.45)
+    assert box.bottom == 1.0
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "cls", "code"),
+    [
+        (401, {}, b'{"error":{"code":"401","message":"Access denied due to invalid subscription key"}}', AuthenticationError, "401"),
+        (404, {}, b'{"code":"NotFoundProject","message":"Project not found"}', NotFoundError, "NotFoundProject"),
+        (400, {}, b'{"code":"BadRequest","message":"Invalid iteration"}', NotFoundError, "BadRequest"),
+        (429, {"Retry-After": "3"}, b'{"error":{"code":"429","message":"rate limit"}}', RateLimitError, "429"),
+        (408, {}, b'{"message":"Request timed out"}', BackendTimeoutError, None),
+        (424, {"ms-azureml-model-error-statuscode": "500"}, b'{"message":"An unexpected error occurred in scoring script."}', ServiceError, None),
+        (400, {}, b'{"error":{"code":"InvalidRequest","message":"bad","innererror":{"code":"InvalidImageSize","message":"too small"}}}', InvalidImageError, "InvalidImageSize"),
+        (502, {}, b"<html><body>Bad Gateway</body></html>", ServiceError, None),
+    ],
+)  # fmt: skip
+def test_error_envelopes_map_to_types(
+    status: int, headers: dict[str, str], body: bytes, cls: type[Exception], code: str | None
+) -> None:
+    err = error_from_http(status, headers, body, service="Svc")
+    assert type(err) is cls
+    assert err.status_code == status and err.code == code
+    if status == 502:
+        assert "Bad Gateway" in err.message  # the first bytes of a non-JSON body are shown
+    if status == 424:
+        assert "scoring script failed (its status 500)" in err.message and not err.retryable
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after({"Retry-After": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
+    assert parse_retry_after({"x-ms-retry-after-ms": "100", "Retry-After": "9"}) == 0.1
+    assert parse_retry_after({}) is None
+    assert parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+
+
+def test_settings_explicit_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VISION_ENDPOINT", "https://env.example.com")
+    assert (
+        setting("https://arg.example.com", arg="endpoint", env="VISION_ENDPOINT") == "https://arg.example.com"
+    )
+    assert setting(None, arg="endpoint", env="VISION_ENDPOINT") == "https://env.example.com"
+
+
+def test_missing_setting_names_argument_and_variable() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"missing key: pass key=\.\.\. or set the environment variable VISION_KEY"
+    ):
+        secret_setting(None, arg="key", env="VISION_KEY")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [("example.cognitiveservices.azure.com", "scheme"), ("ftp://x.com", "https://"), ("https://", "host")],
+)
+def test_bad_endpoints(raw: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        endpoint_setting(raw, arg="endpoint", env="VISION_ENDPOINT")
+
+
+def test_endpoint_trailing_slash_and_uuid() -> None:
+    assert endpoint_setting("https://x.com/", arg="endpoint", env=None) == "https://x.com"
+    with pytest.raises(ConfigurationError, match="must be a UUID"):
+        uuid_setting("my-project", arg="project_id", env="CUSTOM_VISION_PROJECT_ID")
+
+
+def test_secret_never_shows() -> None:
+    s = Secret("sk-DISTINCTIVE-123")
+    assert "DISTINCTIVE" not in repr(s) + str(s) + f"{s}" + repr([s])
+    assert s.get() == "sk-DISTINCTIVE-123"
+
+
+def test_factory_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="AZVISION_BACKEND"):
+        create_classifier()
+    with pytest.raises(
+        ConfigurationError, match="choose one of: azure_ml, custom_vision, image_analysis, onnx"
+    ):
+        create_classifier("nope")
+
+
+def test_import_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, azvision; heavy = [m for m in ('onnxruntime', 'azure.ai.ml', 'azvision.emulator.server', "
+        "'starlette', 'msrest', 'numpy') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
