@@ -271,7 +271,8 @@ def run_async_iter(make: Callable[[], AsyncIterator[R]], *, buffer: int = 64) ->
     finally:
         stop.set()
         if thread.is_alive() and task_holder:
-            loop.call_soon_threadsafe(task_holder[0].cancel)
+            with contextlib.suppress(RuntimeError):  # the loop may close between the check and the call
+                loop.call_soon_threadsafe(task_holder[0].cancel)
         while thread.is_alive():
             with contextlib.suppress(queue.Empty):
                 out.get(timeout=0.05)

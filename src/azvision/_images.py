@@ -299,6 +299,8 @@ def _check_bytes(data: bytes, source: str | None, limits: ImageLimits) -> Loaded
     if full.mode in {"RGBA", "LA"} and out_fmt == "JPEG":
         out_fmt = "PNG"
     encoded, final = _encode_within(full, out_fmt, scale, limits.max_bytes)
+    if _sniff(encoded) != fmt and not any(n.startswith("converted") for n in notes):
+        notes.append(f"re-encoded {fmt} as {_sniff(encoded)} to fit {limits.service} limits")
     if final.size != full.size:
         notes.append(
             f"downscaled from {full.size[0]}x{full.size[1]} to {final.size[0]}x{final.size[1]} "
