@@ -206,6 +206,12 @@ def error_from_msrest(
             backend=backend,
             source=source,
         )
+    if isinstance(exc, ValueError):  # msrest's DeserializationError, or a 200 whose body is not JSON
+        return ServiceError(
+            f"Custom Vision answered with a body that cannot be read: {type(exc).__name__}",
+            backend=backend,
+            source=source,
+        )
     return AzVisionError(
         f"Custom Vision client error: {type(exc).__name__}: {exc}", backend=backend, source=source
     )
@@ -216,6 +222,7 @@ def error_from_azure_core(
 ) -> AzVisionError:
     """Map an ``azure-core`` exception (the Image Analysis SDK) to a typed error."""
     from azure.core.exceptions import (
+        ClientAuthenticationError,
         HttpResponseError,
         ServiceRequestError,
         ServiceRequestTimeoutError,
@@ -236,6 +243,10 @@ def error_from_azure_core(
             backend=backend,
             service="Image Analysis",
             source=source,
+        )
+    if isinstance(exc, ClientAuthenticationError):  # a credential failed to get a token: no HTTP answer
+        return AuthenticationError(
+            f"the credential could not get a token: {type(exc).__name__}", backend=backend, source=source
         )
     if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
         return BackendTimeoutError("no answer in time from Image Analysis", backend=backend, source=source)

@@ -68,7 +68,7 @@ class PreprocessSpec:
         resize: ``"shorter_side_crop"`` (largest centre square → ``resize_side`` square →
             centre crop of ``size``) or ``"stretch"`` (resize the whole image to ``size``).
         resize_side: side of the intermediate square for ``"shorter_side_crop"``; ``None``
-            means ``max(256, height, width)``.
+            (resolved on construction) means ``max(256, height, width)``.
         dtype: ``"float32"`` or ``"float16"`` (the ``ONNXFloat16`` flavor).
         max_side: images whose longest side exceeds it are first scaled down to it, as the
             service does; ``None`` disables that step.
@@ -100,13 +100,14 @@ class PreprocessSpec:
             raise ValueError(f"resize_side {self.resize_side} is smaller than the input {self.size}")
         if self.max_side is not None and self.max_side <= 0:
             raise ValueError(f"max_side must be positive, got {self.max_side}")
+        if self.resize_side is None:  # resolved here so that equal specs compare equal
+            object.__setattr__(self, "resize_side", max(SERVICE_SQUARE_SIDE, height, width))
 
     @property
     def square_side(self) -> int:
         """Side of the intermediate centre square used by ``"shorter_side_crop"``."""
-        if self.resize_side is not None:
-            return self.resize_side
-        return max(SERVICE_SQUARE_SIDE, *self.size)
+        assert self.resize_side is not None  # resolved in __post_init__
+        return self.resize_side
 
 
 #: The modern compact classifier the emulator exports: 224×224, BGR, 0-255, from a 256 square.
