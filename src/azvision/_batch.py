@@ -251,12 +251,25 @@ def run_async_iter(make: Callable[[], AsyncIterator[R]], *, buffer: int = 64) ->
 
     def runner() -> None:
         asyncio.set_event_loop(loop)
-        task = loop.create_task(pump())
-        task_holder.append(task)
-        with contextlib.suppress(asyncio.CancelledError):
-            loop.run_until_complete(task)
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+        try:
+            task = loop.create_task(pump())
+            task_holder.append(task)
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        except BaseException as exc:  # KeyboardInterrupt/SystemExit escape asyncio and stop the loop
+            out.put(_Fatal(exc))
+            # Finish the orphaned tasks here; left to the garbage collector they would run their
+            # cleanup on a closed loop at some random later moment.
+            leftovers = asyncio.all_tasks(loop)
+            for leftover in leftovers:
+                leftover.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        finally:
+            out.put(_DONE)
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     thread = threading.Thread(target=runner, name="azvision-batch", daemon=True)
     thread.start()

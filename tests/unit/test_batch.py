@@ -221,3 +221,13 @@ async def test_async_batch_matches_sync() -> None:
         (8 + (300 + i) % 50, 8) for i in range(10)
     ]
     await backend.aclose()
+
+
+def test_keyboard_interrupt_in_a_worker_reaches_the_caller_instead_of_hanging() -> None:
+    class Interrupting(ScriptedBackend):
+        def _predict(self, image: LoadedImage) -> Prediction:
+            raise KeyboardInterrupt
+
+    backend = Interrupting(concurrency=2)
+    with pytest.raises(KeyboardInterrupt):
+        list(backend.classify_many([png(1), png(2), png(3)]))

@@ -1,0 +1,226 @@
+"""Where results go: JSONL/CSV writers that flush every line, ``--resume``, progress, one-line errors.
+
+Example:
+    >>> import io
+    >>> out = io.StringIO()
+    >>> JsonlWriter(out).write({"source": "a.jpg", "label": "cat", "error": None})
+    >>> out.getvalue()
+    '{"source": "a.jpg", "label": "cat", "error": null}\\n'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import typer
+
+from .._errors import AzVisionError, ConfigurationError
+from .._models import Prediction
+
+__all__ = [
+    "CSV_COLUMNS",
+    "CsvWriter",
+    "JsonlWriter",
+    "ResultWriter",
+    "open_results",
+    "progress",
+    "read_done",
+    "result_record",
+    "usage_errors",
+]
+
+CSV_COLUMNS = ("source", "label", "confidence", "error_type", "error_message")
+
+
+def result_record(
+    source: str, outcome: Prediction | AzVisionError, backend: str, redact: Callable[[str], str]
+) -> dict[str, Any]:
+    """One output line: ``Prediction.to_dict()`` or the error's ``to_dict()``, keyed by the input as given.
+
+    Example:
+        >>> from azvision import InvalidImageError
+        >>> result_record("x.png", InvalidImageError("empty"), "onnx", str)["error"]["type"]
+        'InvalidImageError'
+    """
+    if isinstance(outcome, Prediction):
+        return {**outcome.to_dict(), "source": source, "error": None}
+    error = outcome.to_dict()
+    error["message"] = redact(str(error["message"]))
+    return {
+        "source": source,
+        "label": None,
+        "confidence": None,
+        "labels": [],
+        "backend": backend,
+        "error": error,
+    }
+
+
+class ResultWriter(Protocol):
+    """Writes one record per input and flushes it at once."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Write and flush one record."""
+
+
+class JsonlWriter:
+    """One JSON object per line; a line is written in one call and flushed, so Ctrl-C leaves whole lines."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Write and flush one record."""
+        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._stream.flush()
+
+
+class CsvWriter:
+    """``source,label,confidence,error_type,error_message``; the header only at the start of a file."""
+
+    def __init__(self, stream: IO[str], *, header: bool) -> None:
+        self._stream = stream
+        if header:
+            self._emit(CSV_COLUMNS)
+
+    def _emit(self, row: tuple[object, ...]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(row)
+        self._stream.write(buf.getvalue())
+        self._stream.flush()
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Write and flush one record (newlines in messages become spaces: one record per line)."""
+        error = record.get("error") or {}
+        message = " ".join(str(error.get("message", "")).split())
+        confidence = record.get("confidence")
+        self._emit(
+            (
+                record["source"],
+                record.get("label") or "",
+                "" if confidence is None else confidence,
+                error.get("type", ""),
+                message,
+            )
+        )
+
+
+def _is_csv(path: Path | None) -> bool:
+    return path is not None and path.suffix.lower() == ".csv"
+
+
+def read_done(path: Path) -> dict[str, bool]:
+    """Sources already in an output file → whether each succeeded. Cuts off a partial last line.
+
+    A run stopped mid-write (power loss, ``kill -9``) can leave a last line without its newline; it is
+    removed so the appended results start on a fresh line.
+    """
+    if not path.exists():
+        return {}
+    with path.open("r+b") as handle:
+        data = handle.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            handle.truncate(end)
+    text = data[:end].decode("utf-8")
+    done: dict[str, bool] = {}
+    if _is_csv(path):
+        rows = list(csv.reader(io.StringIO(text)))
+        if rows and tuple(rows[0]) != CSV_COLUMNS:
+            raise ConfigurationError(f"cannot resume {path}: it is not an azvision CSV (header {rows[0]})")
+        for row in rows[1:]:
+            if len(row) == len(CSV_COLUMNS):
+                done[row[0]] = not row[3]
+        return done
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[str(record["source"])] = record.get("error") is None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(
+                f"cannot resume {path}: line {number} is not an azvision result ({exc})"
+            ) from exc
+    return done
+
+
+@contextlib.contextmanager
+def open_results(path: Path | None, *, resume: bool) -> Iterator[tuple[ResultWriter, dict[str, bool]]]:
+    """The writer for ``--output`` (stdout when ``None``) and, with ``resume``, what it already holds."""
+    if path is None:
+        if resume:
+            raise ConfigurationError("--resume needs --output FILE (the results to continue)")
+        yield JsonlWriter(sys.stdout), {}
+        return
+    done = read_done(path) if resume else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a" if resume else "w", encoding="utf-8", newline="") as stream:
+        csv_file = _is_csv(path)
+        writer: ResultWriter = (
+            CsvWriter(stream, header=stream.tell() == 0) if csv_file else JsonlWriter(stream)
+        )
+        yield writer, done
+
+
+def error_line(message: str) -> None:
+    """Print ``azvision: error: MESSAGE`` on stderr (plain text: no markup, no traceback)."""
+    typer.echo(f"azvision: error: {message}", err=True)
+
+
+@contextlib.contextmanager
+def usage_errors(redact: Callable[[str], str]) -> Iterator[None]:
+    """Turn a :class:`ConfigurationError` into one redacted line on stderr and exit status 2."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        error_line(redact(str(exc)))
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def progress(description: str, *, total: int | None, enabled: bool) -> Iterator[Callable[[bool], None]]:
+    """A rich progress bar on stderr when ``enabled``; yields ``advance(ok)``, a no-op when disabled."""
+    if not enabled:
+        yield lambda ok: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task(description, total=total, failed=0)
+        failed = 0
+
+        def advance(ok: bool) -> None:
+            nonlocal failed
+            failed += not ok
+            bar.update(task, advance=1, failed=failed)
+
+        yield advance
+
+
+def stderr_is_tty() -> bool:
+    """Whether a progress bar makes sense (stderr is a terminal)."""
+    return sys.stderr.isatty()

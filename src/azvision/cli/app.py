@@ -1,0 +1,168 @@
+"""The ``azvision`` command line (typer). Each command lives in its own module and registers itself here.
+
+A command module exposes ``register(app: typer.Typer) -> None``; adding one is one line in the list below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .. import __version__
+from .._errors import ConfigurationError
+from .._registry import available_backends
+from . import classify, evaluate
+from ._output import error_line, usage_errors
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="azvision",
+    help="One CLI over Azure Custom Vision, Image Analysis, Azure ML endpoints and local ONNX models.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    add_completion=False,
+    # Locals in a traceback could show a key given on the command line.
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _register_if_present(module_name: str) -> None:
+    """Register a command module that may not be written yet (other engineers' commands)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return
+    module.register(app)
+
+
+classify.register(app)  # azvision classify
+evaluate.register(app)  # azvision evaluate, azvision compare
+# ---- commands owned by other modules: register each with one line here -------------------------------
+_register_if_present("azvision.cli.train")  # azvision train  (src/azvision/cli/train.py)
+_register_if_present("azvision.cli.demo")  # azvision demo   (src/azvision/cli/demo.py)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"azvision {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """azvision: classify images with Azure vision services or a local ONNX export, the same way."""
+
+
+@app.command("backends")
+def backends_command(
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per backend.")] = False,
+) -> None:
+    """List the backends the factory knows and whether each can be loaded here."""
+    rows = []
+    for name, target in sorted(available_backends().items()):
+        where = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+        status = "ok"
+        if isinstance(target, str):
+            try:
+                importlib.import_module(target.partition(":")[0])
+            except ImportError as exc:
+                status = f"not installed ({exc.name or exc})"
+        rows.append({"name": name, "target": where, "status": status})
+    if json_out:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    widths = [max(len(row[key]) for row in rows) for key in ("name", "status")]
+    for row in rows:
+        typer.echo(f"{row['name']:<{widths[0]}}  {row['status']:<{widths[1]}}  {row['target']}")
+
+
+def _aml_endpoints(specs: list[str]) -> dict[str, Path]:
+    endpoints: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, score = spec.partition("=")
+        if not sep or not name.strip() or not score.strip():
+            raise ConfigurationError(f"--aml-endpoint takes NAME=SCORE_PY, got {spec!r}")
+        path = Path(score.strip())
+        if not path.is_file():
+            raise ConfigurationError(f"--aml-endpoint {name}: no such scoring script {path}")
+        endpoints[name.strip()] = path
+    return endpoints
+
+
+@app.command("emulator")
+def emulator_command(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 picks a free one.")] = 0,
+    latency_ms: Annotated[float, typer.Option(min=0.0, help="Added latency per request.")] = 0.0,
+    rate_limit_tps: Annotated[
+        float | None, typer.Option(min=0.001, help="Answer 429 with Retry-After above this rate.")
+    ] = None,
+    fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of 5xx answers.")] = 0.0,
+    drop_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of dropped connections.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the fault decisions.")] = 0,
+    data_dir: Annotated[Path | None, typer.Option(help="Keep keys, projects and models here.")] = None,
+    aml_endpoint: Annotated[
+        list[str] | None,
+        typer.Option("--aml-endpoint", help="NAME=SCORE_PY: an Azure ML endpoint running that score.py."),
+    ] = None,
+) -> None:
+    """Run the offline emulator of the Azure services until Ctrl-C.
+
+    Prints one JSON line first: endpoint, keys, prediction resource id and AML scoring URIs.
+    """
+    with usage_errors(str):
+        endpoints = _aml_endpoints(aml_endpoint or [])
+        serve, config_type = _emulator_parts()
+        config: Any = config_type(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            rate_limit_tps=rate_limit_tps,
+            fail_rate=fail_rate,
+            drop_rate=drop_rate,
+            seed=seed,
+            data_dir=data_dir,
+            aml_endpoints=endpoints,
+        )
+    try:
+        serve(config)
+    except OSError as exc:
+        error_line(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+
+
+def _emulator_parts() -> tuple[Any, Any]:
+    try:
+        from ..emulator._context import EmulatorConfig
+        from ..emulator.server import serve
+    except ImportError as exc:
+        if exc.name and exc.name.startswith("azvision"):
+            raise
+        raise ConfigurationError(
+            f"the emulator needs its extra ({exc.name} is missing): pip install 'azvision[emulator]'"
+        ) from exc
+    return serve, EmulatorConfig
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line (the ``azvision`` console script and ``python -m azvision``).
+
+    Example:
+        >>> main(["--version"])  # doctest: +SKIP
+        azvision 0.1.0
+    """
+    app(args=argv, prog_name="azvision")

@@ -1,0 +1,305 @@
+"""``azvision evaluate`` (one backend) and ``azvision compare`` (several, side by side) on a labelled folder.
+
+Per backend, the report folder gets ``metrics.json``, ``confusion_matrix.png`` and ``predictions.jsonl``
+(one result line per image, with its ``expected`` label). ``compare`` writes one such folder per backend
+under ``--report`` plus ``comparison.json``. Options for one backend only: ``--opt BACKEND.KEY=VALUE`` or a
+``[BACKEND]`` table in ``--config``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.table import Table
+
+from .._errors import AzVisionError, ConfigurationError
+from .._images import ImageLike
+from .._models import Prediction
+from .._protocol import Classifier
+from ..evaluation import Metrics, evaluate, write_report
+from ..training.datasets import Dataset
+from ._options import (
+    BackendName,
+    BackendOptions,
+    BackendSpec,
+    Concurrency,
+    MaxRps,
+    Redactor,
+    with_backend_options,
+)
+from ._output import JsonlWriter, error_line, progress, result_record, stderr_is_tty, usage_errors
+
+__all__ = ["comparison_table", "metrics_table", "register"]
+
+Report = Annotated[Path, typer.Option("--report", "-r", help="Folder for the report (created if needed).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")]
+JsonOut = Annotated[
+    bool, typer.Option("--json", help="Print the report as one JSON line instead of a table.")
+]
+Plot = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw confusion_matrix.png (needs matplotlib).")]
+DatasetDir = Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per label.")]
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def metrics_table(metrics: Metrics) -> Table:
+    """A rich table: precision/recall/F1/support per label, then the averages, latency and failures.
+
+    Example:
+        >>> from azvision.evaluation import compute_metrics
+        >>> metrics_table(compute_metrics(["a"], ["a"])).row_count
+        2
+    """
+    name = metrics.backend or "classifier"
+    table = Table(
+        title=f"{name}: accuracy {_pct(metrics.accuracy)} on {metrics.scored} images",
+        caption=f"latency p50 {_ms(metrics.latency_p50_ms)} ms · p95 {_ms(metrics.latency_p95_ms)} ms · "
+        f"{metrics.failed} failed",
+    )
+    for column in ("label", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label in metrics.true_labels:
+        m = metrics.per_label[label]
+        table.add_row(label, _pct(m.precision), _pct(m.recall), _pct(m.f1), str(m.support))
+    macro = metrics.to_dict()["macro_avg"]
+    table.add_row(
+        "macro avg",
+        _pct(macro["precision"]),
+        _pct(macro["recall"]),
+        _pct(macro["f1"]),
+        str(metrics.scored),
+        style="bold",
+        end_section=True,
+    )
+    return table
+
+
+def comparison_table(results: dict[str, Metrics]) -> Group:
+    """Two rich tables: one row per backend (accuracy, macro F1, latency, failures), then F1 per label.
+
+    Example:
+        >>> from azvision.evaluation import compute_metrics
+        >>> summary, per_label = comparison_table({"onnx": compute_metrics(["a"], ["a"])}).renderables
+        >>> summary.row_count, per_label.row_count
+        (1, 1)
+    """
+    summary = Table(title="comparison")
+    summary.add_column("backend", no_wrap=True)
+    for column in ("accuracy", "macro F1", "p50 ms", "p95 ms", "failed"):
+        summary.add_column(column, justify="right")
+    for name, m in results.items():
+        summary.add_row(
+            name,
+            _pct(m.accuracy),
+            _pct(m.macro_f1),
+            _ms(m.latency_p50_ms),
+            _ms(m.latency_p95_ms),
+            str(m.failed),
+        )
+    per_label = Table(title="F1 per label")
+    per_label.add_column("label")
+    for name in results:
+        per_label.add_column(name, justify="right", no_wrap=True)
+    for label in dict.fromkeys(label for m in results.values() for label in m.true_labels):
+        per_label.add_row(label, *(_pct(m.per_label[label].f1) for m in results.values()))
+    return Group(summary, per_label)
+
+
+def _load_dataset(folder: Path, *, quiet: bool) -> Dataset:
+    dataset = Dataset.from_folder(folder)
+    if not dataset.items:
+        raise ConfigurationError(f"no images found in {folder}: it needs one sub-folder of images per label")
+    if dataset.skipped and not quiet:
+        error_line(
+            f"note: {len(dataset.skipped)} file(s) in {folder} skipped (not images or not in a label folder)"
+        )
+    return dataset
+
+
+def _check_plot(plot: bool) -> None:
+    if plot and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigurationError(
+            "confusion_matrix.png needs matplotlib: pip install 'azvision[eval]' (or pass --no-plot)"
+        )
+
+
+def _run(
+    spec: BackendSpec,
+    clf: Classifier,
+    dataset: Dataset,
+    report: Path,
+    *,
+    redact: Redactor,
+    concurrency: int | None,
+    max_rps: float | None,
+    plot: bool,
+    bar: bool,
+) -> Metrics:
+    report.mkdir(parents=True, exist_ok=True)
+    with (
+        (report / "predictions.jsonl").open("w", encoding="utf-8") as stream,
+        progress(spec.name, total=len(dataset), enabled=bar) as advance,
+    ):
+        writer = JsonlWriter(stream)
+
+        def on_outcome(image: ImageLike, truth: str, outcome: Prediction | AzVisionError) -> None:
+            record = result_record(str(image), outcome, spec.name, redact)
+            writer.write({**record, "expected": truth})
+            advance(isinstance(outcome, Prediction))
+
+        metrics = evaluate(clf, dataset, concurrency=concurrency, max_rps=max_rps, on_outcome=on_outcome)
+    extra = {"dataset": str(dataset.root), "skipped_files": len(dataset.skipped)}
+    write_report(metrics, report, plot=plot, extra=extra)
+    return metrics
+
+
+def _interrupted() -> typer.Exit:
+    error_line("interrupted: the report is incomplete; run the command again")
+    return typer.Exit(130)
+
+
+@with_backend_options
+def evaluate_command(
+    dataset_dir: DatasetDir,
+    report: Report,
+    backend: BackendName = None,
+    concurrency: Concurrency = None,
+    max_rps: MaxRps = None,
+    min_accuracy: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Exit 1 when accuracy is below this (CI gate).")
+    ] = None,
+    plot: Plot = True,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
+    *,
+    options: BackendOptions,
+) -> None:
+    """Score one backend on a labelled folder; writes metrics.json and confusion_matrix.png to --report.
+
+    Exit status: 0 done, 1 some images failed or accuracy < --min-accuracy, 2 usage/configuration error.
+    """
+    redact = options.redactor()
+    with usage_errors(redact):
+        _check_plot(plot)
+        dataset = _load_dataset(dataset_dir, quiet=quiet)
+        spec = options.resolve([backend] if backend else [])[0]
+        clf = spec.create()
+    try:
+        with clf, usage_errors(redact):
+            metrics = _run(
+                spec,
+                clf,
+                dataset,
+                report,
+                redact=redact,
+                concurrency=concurrency,
+                max_rps=max_rps,
+                plot=plot,
+                bar=not quiet and stderr_is_tty(),
+            )
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+    if json_out:
+        typer.echo(json.dumps(metrics.to_dict()))
+    elif not quiet:
+        Console().print(metrics_table(metrics))
+    below = min_accuracy is not None and metrics.accuracy < min_accuracy
+    if below:
+        error_line(f"accuracy {metrics.accuracy:.1%} is below --min-accuracy {min_accuracy:.1%}")
+    raise typer.Exit(1 if below or metrics.failed else 0)
+
+
+@with_backend_options
+def compare_command(
+    dataset_dir: DatasetDir,
+    report: Report,
+    backends: Annotated[
+        list[str] | None,
+        typer.Option("--backend", "-b", help="A backend to compare; give two or more."),
+    ] = None,
+    concurrency: Concurrency = None,
+    max_rps: MaxRps = None,
+    plot: Plot = True,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
+    *,
+    options: BackendOptions,
+) -> None:
+    """Evaluate several backends on the same labelled folder and report them side by side.
+
+    Shared flags (`--key`, `--endpoint`…) go to every backend that takes them; give one backend its own
+    values with `--opt BACKEND.KEY=VALUE` (e.g. `--opt onnx.model_path=export.zip`) or a `[BACKEND]` table
+    in `--config`. Writes `REPORT/<backend>/` per backend and `REPORT/comparison.json`.
+    """
+    redact = options.redactor()
+    with contextlib.ExitStack() as stack:
+        with usage_errors(redact):
+            _check_plot(plot)
+            dataset = _load_dataset(dataset_dir, quiet=quiet)
+            specs = options.resolve(backends or [])
+            if len(specs) < 2:
+                raise ConfigurationError("compare needs two or more backends: --backend A --backend B")
+            clfs = [stack.enter_context(spec.create()) for spec in specs]
+        results: dict[str, Metrics] = {}
+        try:
+            with usage_errors(redact):
+                for spec, clf in zip(specs, clfs, strict=True):
+                    results[spec.name] = _run(
+                        spec,
+                        clf,
+                        dataset,
+                        report / spec.name,
+                        redact=redact,
+                        concurrency=concurrency,
+                        max_rps=max_rps,
+                        plot=plot,
+                        bar=not quiet and stderr_is_tty(),
+                    )
+        except KeyboardInterrupt:
+            raise _interrupted() from None
+    comparison = _comparison(results, dataset)
+    (report / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
+    if json_out:
+        typer.echo(json.dumps(comparison))
+    elif not quiet:
+        Console().print(comparison_table(results))
+    raise typer.Exit(1 if any(m.failed for m in results.values()) else 0)
+
+
+def _comparison(results: dict[str, Metrics], dataset: Dataset) -> dict[str, Any]:
+    return {
+        "dataset": str(dataset.root),
+        "images": len(dataset),
+        "labels": list(dataset.labels),
+        "backends": [
+            {
+                "backend": name,
+                "accuracy": m.accuracy,
+                "macro_f1": m.macro_f1,
+                "latency_p50_ms": m.latency_p50_ms,
+                "latency_p95_ms": m.latency_p95_ms,
+                "failed": m.failed,
+                "report": name,
+            }
+            for name, m in results.items()
+        ],
+        "metrics": {name: m.to_dict() for name, m in results.items()},
+    }
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``azvision evaluate`` and ``azvision compare`` to ``app``."""
+    app.command("evaluate")(evaluate_command)
+    app.command("compare")(compare_command)
