@@ -37,6 +37,7 @@ ENV: dict[str, dict[str, str]] = {
         "key": "AZUREML_ENDPOINT_KEY",
         "deployment": "AZUREML_DEPLOYMENT",
     },
+    "onnx": {"model_path": "AZVISION_ONNX_MODEL_PATH", "labels_path": "AZVISION_ONNX_LABELS_PATH"},
 }
 
 
