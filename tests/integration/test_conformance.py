@@ -130,7 +130,7 @@ def test_classify_answers_with_the_common_model(backend: tuple[str, Classifier],
 def test_every_input_kind_gives_the_same_answer(
     backend: tuple[str, Classifier], world: World, tmp_path: Path
 ) -> None:
-    name, clf = backend
+    _name, clf = backend
     image, _ = world.held_out[0]
     path = tmp_path / "held out.png"
     path.write_bytes(image)
@@ -146,7 +146,7 @@ def test_every_input_kind_gives_the_same_answer(
 
 
 def test_batches_keep_order_and_put_errors_in_place(backend: tuple[str, Classifier], world: World) -> None:
-    name, clf = backend
+    _name, clf = backend
     images: list[object] = [
         world.held_out[0][0],
         b"",
@@ -168,7 +168,7 @@ def test_batches_keep_order_and_put_errors_in_place(backend: tuple[str, Classifi
 
 
 def test_async_matches_sync(backend: tuple[str, Classifier], world: World) -> None:
-    name, clf = backend
+    _name, clf = backend
     images = [img for img, _ in world.held_out[:4]]
 
     async def run() -> tuple[list[str | None], list[str | None]]:
@@ -181,7 +181,7 @@ def test_async_matches_sync(backend: tuple[str, Classifier], world: World) -> No
 
 
 def test_repr_shows_no_secret(backend: tuple[str, Classifier], world: World) -> None:
-    name, clf = backend
+    _name, clf = backend
     for secret in (world.cv.prediction_key, world.cv.vision_key, world.aml.aml_key):
         assert secret not in repr(clf)
         assert secret not in str(vars(clf))
