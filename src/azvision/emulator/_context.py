@@ -27,7 +27,8 @@ class EmulatorConfig:
     drop_rate: float = 0.0
     seed: int = 0
     data_dir: Path | None = None
-    aml_endpoints: dict[str, Path] = field(default_factory=dict)
+    # name -> path of score.py, or an ``azure_ml.AmlEndpointSpec``
+    aml_endpoints: dict[str, Any] = field(default_factory=dict)
     training_seconds: float = 0.5
 
 

@@ -1,0 +1,34 @@
+"""Custom Vision training: from a folder of labelled images to a published, exported model.
+
+Example:
+    >>> from azvision.training import CustomVisionTrainer, Dataset  # doctest: +SKIP
+    >>> with CustomVisionTrainer() as trainer:  # doctest: +SKIP
+    ...     trainer.train_from_folder(Dataset.from_folder("flowers/"), project="flowers", publish_name="prod")
+"""
+
+from __future__ import annotations
+
+from .custom_vision import CustomVisionTrainer, TrainingJob
+from .datasets import Dataset
+from .models import (
+    ExportInfo,
+    IterationInfo,
+    IterationPerformance,
+    ProjectInfo,
+    TagPerformance,
+    TrainResult,
+    UploadReport,
+)
+
+__all__ = [
+    "CustomVisionTrainer",
+    "Dataset",
+    "ExportInfo",
+    "IterationInfo",
+    "IterationPerformance",
+    "ProjectInfo",
+    "TagPerformance",
+    "TrainResult",
+    "TrainingJob",
+    "UploadReport",
+]

@@ -1,0 +1,419 @@
+"""The emulator's HTTP server: one Starlette app with every emulated service, run by uvicorn.
+
+:class:`Emulator` runs it in a background thread (context manager, or ``start()``/``stop()``);
+:func:`serve` runs it in the foreground for ``azvision emulator``.
+
+Example::
+
+    from azvision.emulator import Emulator
+
+    with Emulator() as emu:
+        print(emu.endpoint, emu.stats())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, overload
+
+import h11
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from azvision.emulator import azure_ml, custom_vision, image_analysis
+from azvision.emulator._context import EmulatorConfig, EmulatorContext
+from azvision.emulator.faults import DROP_CONNECTION, FaultInjector, FaultMiddleware
+
+__all__ = ["Emulator", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 15.0
+_STOP_TIMEOUT_S = 10.0
+_MAX_BODY_BYTES = 512 * 1024 * 1024
+_KEYS_FILE = "keys.json"
+_KEY_FIELDS = ("training_key", "prediction_key", "vision_key", "aml_key")
+
+
+class _GatewayConnection(h11.Connection):
+    """Azure's gateways answer a bad key with ``401 Access Denied``; msrest puts that phrase in
+    its error message, and ASGI has no way to choose a reason phrase."""
+
+    @overload
+    def send(self, event: h11.ConnectionClosed) -> None: ...
+    @overload
+    def send(
+        self,
+        event: h11.Request | h11.InformationalResponse | h11.Response | h11.Data | h11.EndOfMessage,
+    ) -> bytes: ...
+    @overload
+    def send(self, event: h11.Event) -> bytes | None: ...
+    def send(self, event: h11.Event) -> bytes | None:
+        if isinstance(event, h11.Response) and event.status_code == 401:
+            event = dataclasses.replace(event, reason=b"Access Denied")
+        return super().send(event)
+
+
+class _GatewayProtocol(H11Protocol):
+    """uvicorn's h11 protocol plus the two gateway behaviours ASGI cannot express: the 401 reason
+    phrase, and closing a connection without any response (``scope["state"][DROP_CONNECTION]``)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: Any = None,
+    ) -> None:
+        super().__init__(config, server_state, {**app_state, DROP_CONNECTION: self._drop}, _loop)
+        self.conn = _GatewayConnection(h11.SERVER, config.h11_max_incomplete_event_size or 65536)
+
+    def _drop(self) -> None:
+        self.transport.close()
+
+
+def _gateway_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": str(status), "message": message}}, status_code=status)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _gateway_error(404, "Resource not found")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return _gateway_error(status, str(getattr(exc, "detail", "")) or "Request failed")
+
+
+class Emulator:
+    """Local emulator of Custom Vision, Image Analysis and Azure ML online endpoints.
+
+    Serves the services' real REST paths on ``endpoint`` (loopback, free port by default) from a
+    background thread. Keys are random per instance (kept in ``data_dir`` when given, so a restart
+    keeps them); they never appear in ``repr``.
+
+    Example::
+
+        from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
+        from msrest.authentication import ApiKeyCredentials
+
+        with Emulator(rate_limit_tps=10) as emu:
+            trainer = CustomVisionTrainingClient(
+                emu.endpoint, ApiKeyCredentials(in_headers={"Training-key": emu.training_key}))
+            print([d.name for d in trainer.get_domains()])
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: float = 0.0,
+        rate_limit_tps: float | None = None,
+        fail_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        seed: int = 0,
+        data_dir: str | os.PathLike[str] | None = None,
+        aml_endpoints: Mapping[str, Any] | None = None,
+        training_seconds: float = 0.5,
+    ) -> None:
+        config = EmulatorConfig(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            rate_limit_tps=rate_limit_tps,
+            fail_rate=fail_rate,
+            drop_rate=drop_rate,
+            seed=seed,
+            data_dir=Path(data_dir) if data_dir is not None else None,
+            aml_endpoints=dict(aml_endpoints or {}),
+            training_seconds=training_seconds,
+        )
+        self._init(config)
+
+    @classmethod
+    def from_config(cls, config: EmulatorConfig) -> Emulator:
+        """An emulator for an existing :class:`EmulatorConfig` (what :func:`serve` uses).
+
+        Example::
+
+            emu = Emulator.from_config(EmulatorConfig(seed=3))
+        """
+        emulator = cls.__new__(cls)
+        emulator._init(config)
+        return emulator
+
+    def _init(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._injector = FaultInjector(
+            rate_limit_tps=config.rate_limit_tps,
+            fail_rate=config.fail_rate,
+            drop_rate=config.drop_rate,
+            seed=config.seed,
+        )
+        self._ctx = EmulatorContext(config=config)
+        for field, value in _load_or_create_keys(config.data_dir).items():
+            setattr(self._ctx, field, value)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- public attributes -------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """``http://HOST:PORT`` once started (empty before)."""
+        return self._ctx.endpoint
+
+    @property
+    def training_key(self) -> str:
+        """Value for the ``Training-Key`` header."""
+        return self._ctx.training_key
+
+    @property
+    def prediction_key(self) -> str:
+        """Value for the ``Prediction-Key`` header."""
+        return self._ctx.prediction_key
+
+    @property
+    def vision_key(self) -> str:
+        """Value for ``Ocp-Apim-Subscription-Key`` (Image Analysis)."""
+        return self._ctx.vision_key
+
+    @property
+    def aml_key(self) -> str:
+        """Bearer key of every emulated Azure ML endpoint."""
+        return self._ctx.aml_key
+
+    @property
+    def prediction_resource_id(self) -> str:
+        """ARM id of the emulated prediction resource; publish iterations to it."""
+        return self._ctx.prediction_resource_id
+
+    def aml_scoring_uri(self, name: str) -> str:
+        """Scoring URI of the configured Azure ML endpoint ``name`` (``KeyError`` if unknown).
+
+        Example::
+
+            uri = emu.aml_scoring_uri("dogs")  # POST images here with "Authorization: Bearer <aml_key>"
+        """
+        return azure_ml.scoring_uri(self._ctx, name)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Request counts: ``{"METHOD /route/{template}": {"200": n, "429": m, "dropped": k}}``."""
+        return self._ctx.stats.snapshot()
+
+    def reset(self) -> None:
+        """Clear all service state (and persisted state in ``data_dir``), counters and fault state."""
+        for service in self._ctx.services.values():
+            reset = getattr(service, "reset", None)
+            if callable(reset):
+                reset()
+        self._ctx.stats.reset()
+        self._injector.reset()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Emulator:
+        """Bind the socket, start the services and serve in a background thread."""
+        if self._server is not None:
+            raise RuntimeError("the emulator is already running")
+        sock = _bind(self.config.host, self.config.port)
+        self._ctx.endpoint = _endpoint_url(self.config.host, sock.getsockname()[1])
+        try:
+            app = self._build_app()
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    http=_GatewayProtocol,
+                    lifespan="off",
+                    log_config=None,
+                    log_level="warning",
+                    access_log=False,
+                    server_header=False,
+                    proxy_headers=False,
+                    timeout_graceful_shutdown=2,
+                    h11_max_incomplete_event_size=65536,
+                )
+            )
+            thread = threading.Thread(
+                target=server.run,
+                kwargs={"sockets": [sock]},
+                name=f"azvision-emulator-{sock.getsockname()[1]}",
+                daemon=True,
+            )
+            thread.start()
+            deadline = time.monotonic() + _START_TIMEOUT_S
+            while not server.started:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    server.should_exit = True
+                    raise RuntimeError(f"the emulator did not start on {self.endpoint}")
+                time.sleep(0.005)
+        except BaseException:
+            sock.close()
+            self._close_services()
+            raise
+        self._server, self._thread = server, thread
+        logger.info("azvision emulator serving on %s", self.endpoint)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, stop background work and child processes. Safe to call twice."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None and thread is not None:
+            server.should_exit = True
+            thread.join(_STOP_TIMEOUT_S / 2)
+            if thread.is_alive():
+                server.force_exit = True
+                thread.join(_STOP_TIMEOUT_S / 2)
+        self._close_services()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self.endpoint if self._server is not None else "stopped"
+        return f"Emulator({state})"
+
+    # -- internals ---------------------------------------------------------------------------
+    def _build_app(self) -> FaultMiddleware:
+        ctx = self._ctx
+        routes: list[BaseRoute] = [
+            Route("/_emulator/stats", self._stats_endpoint, methods=["GET"]),
+            Route("/_emulator/reset", self._reset_endpoint, methods=["POST"]),
+        ]
+        routes += custom_vision.routes(ctx)
+        routes += image_analysis.routes(ctx)
+        aml = azure_ml.AzureMLService.of(ctx)
+        routes += aml.routes()
+        aml.start()
+        app = Starlette(
+            routes=routes,
+            exception_handlers={404: _not_found, HTTPException: _http_error},
+            max_body_size=_MAX_BODY_BYTES,
+        )
+        return FaultMiddleware(
+            app,
+            injector=self._injector,
+            stats=ctx.stats,
+            routes=app.routes,
+            latency_ms=self.config.latency_ms,
+        )
+
+    def _close_services(self) -> None:
+        for service in self._ctx.services.values():
+            close = getattr(service, "close", None)
+            if callable(close):
+                close()
+
+    async def _stats_endpoint(self, request: Request) -> Response:
+        return JSONResponse(self.stats())
+
+    async def _reset_endpoint(self, request: Request) -> Response:
+        self.reset()
+        return Response(status_code=204)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP (not 0) lets asyncio turn Nagle off on accepted connections: without it every
+    # response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def _endpoint_url(host: str, port: int) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"http://{host}:{port}"
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"http://[{address}]:{port}" if address.version == 6 else f"http://{address}:{port}"
+
+
+def _load_or_create_keys(data_dir: Path | None) -> dict[str, str]:
+    """Keys survive a restart with the same ``data_dir``, so configured clients keep working."""
+    if data_dir is None:
+        return {}
+    path = data_dir / _KEYS_FILE
+    if path.exists():
+        stored = json.loads(path.read_text("utf-8"))
+        return {field: str(stored[field]) for field in _KEY_FIELDS if field in stored}
+    fresh = EmulatorContext(config=EmulatorConfig())
+    keys = {field: str(getattr(fresh, field)) for field in _KEY_FIELDS}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(keys), "utf-8")
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+    return keys
+
+
+def serve(config: EmulatorConfig) -> None:
+    """Run an emulator in the foreground until SIGINT or SIGTERM (``azvision emulator``).
+
+    Prints exactly one JSON line with the endpoint, keys, prediction resource id and AML scoring
+    URIs to stdout first.
+
+    Example::
+
+        serve(EmulatorConfig(port=8080, rate_limit_tps=10))
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, on_signal)
+    try:
+        with Emulator.from_config(config) as emu:
+            line = {
+                "endpoint": emu.endpoint,
+                "training_key": emu.training_key,
+                "prediction_key": emu.prediction_key,
+                "vision_key": emu.vision_key,
+                "prediction_resource_id": emu.prediction_resource_id,
+                "aml_key": emu.aml_key,
+                "aml_scoring_uris": {name: emu.aml_scoring_uri(name) for name in config.aml_endpoints},
+            }
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)

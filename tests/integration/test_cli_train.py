@@ -1,0 +1,140 @@
+"""``azvision train`` against the emulator: the --json line, idempotent re-runs, exit statuses."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from azvision.cli.app import app
+from azvision.emulator import Emulator
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 190, 60), "blue": (30, 60, 220)}
+JSON_KEYS = {"project_id", "iteration_id", "publish_name", "uploaded", "duplicates", "failed", "export_dir"}
+
+
+def write_dataset(root: Path, per_class: int) -> Path:
+    """Small discs of three colours on pale backgrounds, one folder per colour."""
+    rng = random.Random(5)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            image = Image.new("RGB", (48, 40), tuple(rng.randint(200, 255) for _ in range(3)))
+            x, y = rng.randint(4, 16), rng.randint(4, 12)
+            ImageDraw.Draw(image).ellipse((x, y, x + 24, y + 24), fill=colour)
+            image.save(root / name / f"{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator() as running:
+        yield running
+
+
+@pytest.fixture
+def env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    monkeypatch.setenv("CUSTOM_VISION_TRAINING_ENDPOINT", emulator.endpoint)
+    monkeypatch.setenv("CUSTOM_VISION_TRAINING_KEY", emulator.training_key)
+    monkeypatch.setenv("CUSTOM_VISION_PREDICTION_RESOURCE_ID", emulator.prediction_resource_id)
+    return emulator
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["train", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_json_line_then_an_idempotent_rerun(env: Emulator, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", per_class=6)
+    export_dir = tmp_path / "model"
+    args = [str(data), "--project", "colours", "--publish-name", "prod", "--export", "onnx"]
+    code, out, err = run(*args, "--export-dir", str(export_dir), "--json")
+    assert code == 0, err
+    first = json.loads(out.strip().splitlines()[-1])
+    assert set(first) == JSON_KEYS
+    assert first["publish_name"] == "prod" and first["export_dir"] == str(export_dir)
+    assert (first["uploaded"], first["duplicates"], first["failed"]) == (18, 0, 0)
+    assert (export_dir / "labels.txt").read_text().split() == sorted(COLOURS)
+    assert "red" in err and "precision" in err  # the table goes to stderr with --json
+
+    code, out, err = run(*args, "--export-dir", str(export_dir), "--json", "--quiet")
+    assert code == 0, err
+    second = json.loads(out.strip().splitlines()[-1])
+    assert (second["uploaded"], second["duplicates"], second["failed"]) == (0, 18, 0)
+    assert second["iteration_id"] == first["iteration_id"]
+    assert second["project_id"] == first["project_id"]
+
+
+def test_table_on_stdout_without_json(emulator: Emulator, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", per_class=5)
+    code, out, err = run(
+        str(data),
+        "--project",
+        "table",
+        "--quiet",
+        "--endpoint",
+        emulator.endpoint,
+        "--training-key",
+        emulator.training_key,
+    )
+    assert code == 0, err
+    assert out == ""  # --quiet: neither bars nor table
+    code, out, err = run(
+        str(data),
+        "--project",
+        "table",
+        "--endpoint",
+        emulator.endpoint,
+        "--training-key",
+        emulator.training_key,
+    )
+    assert code == 0, err
+    for word in ("green", "precision", "recall", "AP", "unchanged, reused"):
+        assert word in out
+    assert emulator.training_key not in out + err
+
+
+def test_too_few_images_exits_1_with_the_rule(env: Emulator, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", per_class=5)
+    for extra in sorted((data / "blue").iterdir())[2:]:
+        extra.unlink()
+    code, out, err = run(str(data), "--project", "few", "--json")
+    assert code == 1
+    assert "TrainingError" in err and "at least 5 images" in err
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--publish-name", "prod", "--prediction-resource-id", "not-an-arm-id"], "ARM id"),
+        (["--domain", "No Such Domain"], "unknown classification domain"),
+    ],
+)
+def test_usage_errors_exit_2(env: Emulator, tmp_path: Path, extra: list[str], message: str) -> None:
+    data = write_dataset(tmp_path / "data", per_class=5)
+    code, _, err = run(str(data), "--project", "usage", *extra)
+    assert code == 2
+    assert message in err
+
+
+def test_missing_settings_and_wrong_keys_exit_2_without_echoing_the_key(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    data = write_dataset(tmp_path / "data", per_class=5)
+    code, _, err = run(str(data), "--project", "x")
+    assert code == 2
+    assert "CUSTOM_VISION_TRAINING_ENDPOINT" in err
+    code, _, err = run(
+        str(data), "--project", "x", "--endpoint", emulator.endpoint, "--training-key", "bad-key-0123"
+    )
+    assert code == 2
+    assert "bad-key-0123" not in err
+    code, _, err = run(str(tmp_path / "missing"), "--project", "x")
+    assert code == 2 and "does not exist" in err
