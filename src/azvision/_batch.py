@@ -180,7 +180,7 @@ async def ordered_map(
             wake.set()
 
     pending: deque[asyncio.Task[R | AzVisionError]] = deque()
-    iterator = _aiter(items)
+    iterator = aiter_any(items)
     exhausted = False
     try:
         while True:
@@ -201,7 +201,8 @@ async def ordered_map(
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """Iterate a sync or async iterable asynchronously."""
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
@@ -151,6 +151,20 @@ class Prediction(BaseModel):
             "caption": self.caption,
             "notes": list(self.notes),
         }
+
+    def to_supervision(
+        self, *, class_names: Sequence[str] | None = None, image_size: tuple[int, int] | None = None
+    ) -> Any:
+        """Roboflow ``supervision`` objects: ``Detections`` when labels have boxes, else ``Classifications``.
+
+        Needs ``pip install 'azvision[notebook]'``; see :func:`azvision._supervision.to_supervision`.
+
+        Example:
+            >>> p.to_supervision(class_names=["cat", "dog"])  # doctest: +SKIP
+        """
+        from ._supervision import to_supervision
+
+        return to_supervision(self, class_names=class_names, image_size=image_size)
 
     def _repr_html_(self) -> str:
         """Notebook display: a thumbnail (boxes drawn for detections) and bars for the top labels."""

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .._batch import RetryPolicy, Throttle, run_async_iter
+from .._batch import RetryPolicy, Throttle, aiter_any, run_async_iter
 from .._config import ENV, setting
 from .._errors import AzVisionError, BackendTimeoutError, ConfigurationError, InvalidImageError, ServiceError
 from .._images import ImageLike, ImageLimits, LoadedImage
@@ -300,7 +300,7 @@ class OnnxBackend(BaseBackend):
         self._check_open()
         throttle = Throttle(max_rps) if max_rps is not None else self._throttle
         loop = asyncio.get_running_loop()
-        source = _aiter(images)
+        source = aiter_any(images)
 
         async def read_ahead() -> asyncio.Future[_Prepared] | None:
             chunk: list[ImageLike] = []
@@ -325,12 +325,3 @@ class OnnxBackend(BaseBackend):
 
     def _close_clients(self) -> None:
         self._session = None
-
-
-async def _aiter(items: Iterable[ImageLike] | AsyncIterable[ImageLike]) -> AsyncIterator[ImageLike]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item

@@ -1,0 +1,197 @@
+"""Deterministic labelled images for the demo, the examples and tests: one folder of shapes per label.
+
+Every image is one filled shape (its label) of random size, place and rotation on a background with a few
+clutter lines and a little pixel noise. With ``colours="per_class"`` each label also has its own hue (shape
+and colour both tell the classes apart, as classes of real photos differ in several ways); with
+``colours="random"`` only the shape does (a harder test of what a model learned). The same arguments give
+the same pixels on every machine: everything is drawn from seeded ``random.Random`` instances, one per
+image, so an image does not change when ``per_class`` or the other classes change. Pillow is the only
+dependency.
+
+Example:
+    >>> import tempfile
+    >>> data = make_dataset(tempfile.mkdtemp(), classes=("circle", "star"), per_class=3, seed=1)
+    >>> len(data), data.labels
+    (6, ('circle', 'star'))
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image, ImageDraw
+
+from .training.datasets import Dataset, DatasetItem
+
+__all__ = ["SHAPES", "make_dataset", "shape_image"]
+
+#: The shapes :func:`shape_image` draws; each is a class name :func:`make_dataset` accepts.
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon")
+
+Colours = Literal["per_class", "random"]
+Size = int | tuple[int, int]
+RGB = tuple[int, int, int]
+Point = tuple[float, float]
+
+_NOISE_ALPHA = 0.08
+_MIN_CONTRAST = 180  # sum of channel differences between the shape and its background
+_CROP_MARGIN = 0.07
+_SUFFIX = {"png": ".png", "jpeg": ".jpg"}
+
+
+def _hsv(hue: float, saturation: float, value: float) -> RGB:
+    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, saturation, value)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def _contrast(a: RGB, b: RGB) -> int:
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def _regular(n: int, radii: Sequence[float] = (1.0,)) -> list[Point]:
+    """``n`` vertices of a unit polygon, the radii taken in turn (two radii make a star), first one up."""
+    return [
+        (
+            radii[i % len(radii)] * math.sin(2 * math.pi * i / n),
+            radii[i % len(radii)] * math.cos(2 * math.pi * i / n),
+        )
+        for i in range(n)
+    ]
+
+
+_ARM = 0.34
+_OUTLINES: dict[str, list[Point]] = {
+    "square": [(x * math.sqrt(0.5), y * math.sqrt(0.5)) for x, y in ((1, 1), (1, -1), (-1, -1), (-1, 1))],
+    "triangle": _regular(3),
+    "hexagon": _regular(6),
+    "star": _regular(10, (1.0, 0.42)),
+    "cross": [
+        (_ARM, 1), (_ARM, _ARM), (1, _ARM), (1, -_ARM), (_ARM, -_ARM), (_ARM, -1),
+        (-_ARM, -1), (-_ARM, -_ARM), (-1, -_ARM), (-1, _ARM), (-_ARM, _ARM), (-_ARM, 1),
+    ],
+}  # fmt: skip
+
+
+def _place(outline: Sequence[Point], cx: float, cy: float, radius: float, angle: float) -> list[Point]:
+    """Scale a unit outline (y up) by ``radius``, rotate it by ``angle`` radians, centre it on the image."""
+    cos, sin = math.cos(angle), math.sin(angle)
+    return [(cx + radius * (x * cos - y * sin), cy - radius * (x * sin + y * cos)) for x, y in outline]
+
+
+def _side(size: Size, rng: random.Random) -> int:
+    return size if isinstance(size, int) else rng.randint(*size)
+
+
+def _palette(kind_index: int, n_kinds: int, colours: Colours, rng: random.Random) -> tuple[RGB, RGB]:
+    """``(background, ink)`` with enough contrast to see the shape."""
+    while True:
+        if colours == "per_class":
+            # Hues spread around the wheel; pale, unsaturated backgrounds.
+            ink = _hsv(
+                kind_index / n_kinds + rng.uniform(-0.03, 0.03), rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.9)
+            )
+            background = _hsv(rng.random(), rng.uniform(0.0, 0.15), rng.uniform(0.85, 1.0))
+        else:
+            ink = _hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0))
+            background = _hsv(rng.random(), rng.uniform(0.0, 1.0), rng.uniform(0.2, 1.0))
+        if _contrast(ink, background) >= _MIN_CONTRAST:
+            return background, ink
+
+
+def shape_image(
+    kind: str,
+    *,
+    seed: int | str = 0,
+    size: Size = (224, 320),
+    colours: Colours = "per_class",
+    classes: Sequence[str] = SHAPES,
+) -> Image.Image:
+    """One RGB image of a ``kind`` shape (one of :data:`SHAPES`), drawn from ``seed`` alone.
+
+    ``size`` is the side in pixels, or a ``(min, max)`` range each side is drawn from. With
+    ``colours="per_class"`` the hue depends on ``kind``'s place in ``classes``.
+
+    Example:
+        >>> image = shape_image("star", seed=3, size=128)
+        >>> image.size, image.mode
+        ((128, 128), 'RGB')
+    """
+    if kind not in SHAPES:
+        raise ValueError(f"unknown shape {kind!r}; choose from {', '.join(SHAPES)}")
+    rng = random.Random(f"{kind}/{seed}")
+    width, height = _side(size, rng), _side(size, rng)
+    index = list(classes).index(kind) if kind in classes else SHAPES.index(kind)
+    background, ink = _palette(index, len(classes) if kind in classes else len(SHAPES), colours, rng)
+    image = Image.new("RGB", (width, height), background)
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        ends = [(rng.uniform(0, width), rng.uniform(0, height)) for _ in range(2)]
+        clutter = tuple(round(c * 0.6 + 255 * 0.4 * rng.random()) for c in background)
+        draw.line(ends, fill=(clutter[0], clutter[1], clutter[2]), width=2)
+    # Inside the centred square, clear of its edges: models centre-crop (Custom Vision keeps 224 of 256).
+    short = min(width, height)
+    radius = rng.uniform(0.22, 0.38) * short
+    margin = _CROP_MARGIN * short + radius
+    cx = rng.uniform((width - short) / 2 + margin, (width + short) / 2 - margin)
+    cy = rng.uniform((height - short) / 2 + margin, (height + short) / 2 - margin)
+    angle = rng.uniform(-math.pi / 12, math.pi / 12)  # tilted, still recognisably upright
+    if kind == "circle":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=ink)
+    elif kind == "ring":
+        box = (cx - radius, cy - radius, cx + radius, cy + radius)
+        draw.ellipse(box, outline=ink, width=max(3, round(radius * 0.3)))
+    else:
+        draw.polygon(_place(_OUTLINES[kind], cx, cy, radius, angle), fill=ink)
+    noise = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
+    return Image.blend(image, noise, _NOISE_ALPHA)
+
+
+def make_dataset(
+    root: str | os.PathLike[str],
+    *,
+    classes: Sequence[str] = ("circle", "square", "triangle"),
+    per_class: int = 20,
+    size: Size = (224, 320),
+    seed: int = 0,
+    colours: Colours = "per_class",
+    image_format: Literal["jpeg", "png"] = "jpeg",
+) -> Dataset:
+    """Write ``per_class`` images of each class to ``root/<class>/<class>_NNN.jpg`` and return them.
+
+    ``classes`` are names from :data:`SHAPES`. Different ``seed`` values give disjoint images, so a
+    held-out set is ``make_dataset(other_root, seed=seed + 1, ...)``. Existing files of the same names are
+    overwritten (with the same pixels); nothing else in ``root`` is touched or returned.
+
+    Example:
+        >>> import tempfile
+        >>> train = make_dataset(tempfile.mkdtemp(), per_class=5, seed=0)
+        >>> train.counts()
+        {'circle': 5, 'square': 5, 'triangle': 5}
+    """
+    unknown = [name for name in classes if name not in SHAPES]
+    if unknown or len(set(classes)) != len(classes) or not classes:
+        raise ValueError(f"classes must be distinct names from {', '.join(SHAPES)}; got {list(classes)}")
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class}")
+    if image_format not in _SUFFIX:
+        raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
+    base = Path(root)
+    items = []
+    for kind in classes:
+        folder = base / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            image = shape_image(kind, seed=f"{seed}/{index}", size=size, colours=colours, classes=classes)
+            path = folder / f"{kind}_{index:03d}{_SUFFIX[image_format]}"
+            if image_format == "png":
+                image.save(path, "PNG")
+            else:
+                image.save(path, "JPEG", quality=90)
+            items.append(DatasetItem(path, (kind,)))
+    return Dataset(items=tuple(items), root=base)
