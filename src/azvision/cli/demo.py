@@ -42,7 +42,7 @@ from .._pricing import cost_per_1000_images, describe_basis
 from .._protocol import Classifier
 from ..evaluation import Metrics, evaluate
 from ._output import error_line, progress, stderr_is_tty, usage_errors
-from .train import _progress as training_progress
+from .train import training_progress
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable

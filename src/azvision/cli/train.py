@@ -104,7 +104,7 @@ def train(
         target = Path(f"{project}-{platform.lower()}")
     stderr = Console(stderr=True)
     try:
-        with trainer, usage_errors(redact), _progress(stderr, enabled=not quiet) as report:
+        with trainer, usage_errors(redact), training_progress(stderr, enabled=not quiet) as report:
             result = trainer.train_from_folder(
                 data,
                 project=project,
@@ -155,7 +155,7 @@ def _load(dataset: Path, *, multilabel: bool) -> Any:
 
 
 @contextmanager
-def _progress(console: Console, *, enabled: bool) -> Iterator[Callable[[TrainProgress], None]]:
+def training_progress(console: Console, *, enabled: bool) -> Iterator[Callable[[TrainProgress], None]]:
     """Rich bars on stderr for the upload and the training; other steps print one line each."""
     if not enabled:
         yield lambda event: None
