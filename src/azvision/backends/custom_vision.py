@@ -118,7 +118,10 @@ class CustomVisionBackend(BaseBackend):
         task: ``"classification"`` (classify routes) or ``"detection"`` (detect routes; ``Label.box`` set).
         store: ``False`` uses the ``/nostore`` routes: the service keeps no copy of the image.
         application: optional application name the service records with stored predictions.
-        max_rps, retry, timeout, concurrency: see :class:`~azvision.backends._base.BaseBackend`.
+        max_rps: client-side request rate limit for this backend (``None``: unlimited).
+        retry: the retry policy (default :class:`~azvision.RetryPolicy`).
+        timeout: seconds per HTTP request.
+        concurrency: requests in flight in ``classify_many`` (default: sized from ``max_rps``).
 
     Images are checked before sending (JPEG/PNG/GIF/BMP, 4 MB, at most 10240 px per side: larger ones are
     downscaled and ``Prediction.notes`` says so); ``http(s)://`` URLs go to the service's URL routes as URLs.

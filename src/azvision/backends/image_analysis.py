@@ -222,7 +222,10 @@ class ImageAnalysisBackend(BaseBackend):
             see :class:`LabelMap`. In categories mode every pattern must match one of the 86 names.
         language: answer language (tags can be non-English; captions need ``"en"``).
         min_confidence: drop labels below this confidence (after ``label_map``).
-        max_rps, retry, timeout, concurrency: see :class:`~azvision.backends._base.BaseBackend`.
+        max_rps: client-side request rate limit for this backend (``None``: unlimited).
+        retry: the retry policy (default :class:`~azvision.RetryPolicy`).
+        timeout: seconds per HTTP request.
+        concurrency: requests in flight in ``classify_many`` (default: sized from ``max_rps``).
 
     Example:
         >>> clf = ImageAnalysisBackend(  # doctest: +SKIP

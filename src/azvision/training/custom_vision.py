@@ -225,8 +225,8 @@ class CustomVisionTrainer:
         training_key: its key (env ``CUSTOM_VISION_TRAINING_KEY``); never shown in repr, logs or errors.
         prediction_resource_id: ARM id of the prediction resource to publish to
             (env ``CUSTOM_VISION_PREDICTION_RESOURCE_ID``); needed only to publish.
-        prediction_endpoint, prediction_key: for :meth:`classifier` (env
-            ``CUSTOM_VISION_PREDICTION_ENDPOINT`` / ``CUSTOM_VISION_PREDICTION_KEY``).
+        prediction_endpoint: for :meth:`classifier` (env ``CUSTOM_VISION_PREDICTION_ENDPOINT``).
+        prediction_key: for :meth:`classifier` (env ``CUSTOM_VISION_PREDICTION_KEY``).
         max_rps: client-side request rate (the service allows 10 per second on S0).
         retry: the retry policy for every call (default :class:`~azvision.RetryPolicy`).
         timeout: seconds per HTTP request.
