@@ -46,5 +46,7 @@ def _no_azure_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AZUREML_SCORING_URI",
         "AZUREML_ENDPOINT_KEY",
         "AZUREML_DEPLOYMENT",
+        "AZVISION_ONNX_MODEL_PATH",
+        "AZVISION_ONNX_LABELS_PATH",
     ):
         monkeypatch.delenv(name, raising=False)

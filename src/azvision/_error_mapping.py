@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -64,27 +65,41 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from ``retry-after-ms``, ``x-ms-retry-after-ms`` or ``Retry-After`` (secs or date).
 
+    Unreadable values are ignored (``None``: back off on our own); absurd ones are capped at an hour.
+
     Example:
         >>> parse_retry_after({"retry-after-ms": "1500"})
         1.5
     """
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
-        value = _header(headers, name)
-        if value:
-            try:
-                return max(float(value) / 1000.0, 0.0)
-            except ValueError:
-                pass
+        seconds = _seconds(_header(headers, name), scale=1000.0)
+        if seconds is not None:
+            return seconds
     value = _header(headers, "retry-after")
+    seconds = _seconds(value)
+    if seconds is not None or not value:
+        return seconds
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
+
+
+#: A server asking for longer than this is treated as asking for this (the deadline then decides).
+MAX_RETRY_AFTER = 3600.0
+
+
+def _seconds(value: str | None, scale: float = 1.0) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        number = float(value) / scale
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(parsed.timestamp() - time.time(), 0.0)
+        return None
+    if math.isnan(number):
+        return None
+    return min(max(number, 0.0), MAX_RETRY_AFTER)
 
 
 def _parse_body(body: bytes | str | None) -> tuple[str | None, str | None]:
@@ -248,11 +263,23 @@ def error_from_azure_core(
         return AuthenticationError(
             f"the credential could not get a token: {type(exc).__name__}", backend=backend, source=source
         )
+    if isinstance(exc, HttpResponseError):  # no response object: the answer broke off mid-body
+        return BackendConnectionError(
+            f"the answer from Image Analysis was cut off: {type(exc).__name__}",
+            backend=backend,
+            source=source,
+        )
     if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
         return BackendTimeoutError("no answer in time from Image Analysis", backend=backend, source=source)
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return BackendConnectionError(
             f"the connection to Image Analysis failed or was dropped: {type(exc).__name__}",
+            backend=backend,
+            source=source,
+        )
+    if isinstance(exc, ValueError):  # a 200 whose body is not JSON (json.JSONDecodeError is a ValueError)
+        return ServiceError(
+            f"Image Analysis answered with a body that is not valid JSON: {type(exc).__name__}",
             backend=backend,
             source=source,
         )

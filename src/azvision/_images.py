@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,13 +86,22 @@ def _to_rgb(img: PILImage.Image) -> PILImage.Image:
 
     if img.mode == "RGB":
         return img.copy()
-    if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
-        # 16/32-bit greyscale: scale to 8 bits instead of clipping everything to white.
+    if img.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        # 16/32-bit and float greyscale: scale to 8 bits instead of clipping everything to white
+        # (or, for floats in [0, 1], to black).
         import numpy as np
 
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        high = float(arr.max()) if arr.size else 0.0
+        if img.mode.startswith("I;16") or high > 255:
+            peak = 65535.0
+        elif img.mode == "F" and high <= 1.0:
+            peak = 1.0
+        else:
+            peak = 255.0
         return Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype("uint8"), "L").convert("RGB")
+    if img.mode in {"La", "RGBa"}:
+        img = img.convert("LA" if img.mode == "La" else "RGBA")  # un-premultiply the alpha first
     if img.mode in {"RGBA", "LA", "PA"} or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -243,13 +253,14 @@ def _check_bytes(data: bytes, source: str | None, limits: ImageLimits) -> Loaded
                 # caught without paying for a full-resolution decode.
                 img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
             img.load()
+            frames = getattr(img, "n_frames", 1)  # walks every frame header: a cut GIF fails here
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError(
             f"the image has too many pixels to decode safely: {exc}", source=source
         ) from exc
     except UnidentifiedImageError as exc:
         raise InvalidImageError(_describe_non_image(data), source=source) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         raise InvalidImageError(f"the image is corrupt or truncated ({fmt}): {exc}", source=source) from exc
 
     needs_reencode = False
@@ -263,7 +274,7 @@ def _check_bytes(data: bytes, source: str | None, limits: ImageLimits) -> Loaded
     if img.mode not in _SAFE_MODES:
         needs_reencode = True
         notes.append(f"converted {img.mode} pixels to RGB")
-    if getattr(img, "n_frames", 1) > 1 and fmt not in limits.formats:
+    if frames > 1 and fmt not in limits.formats:
         notes.append("animated image: first frame used")
 
     width, height = size
@@ -299,8 +310,11 @@ def _check_bytes(data: bytes, source: str | None, limits: ImageLimits) -> Loaded
     if full.mode in {"RGBA", "LA"} and out_fmt == "JPEG":
         out_fmt = "PNG"
     encoded, final = _encode_within(full, out_fmt, scale, limits.max_bytes)
-    if _sniff(encoded) != fmt and not any(n.startswith("converted") for n in notes):
-        notes.append(f"re-encoded {fmt} as {_sniff(encoded)} to fit {limits.service} limits")
+    if too_big and final.size == full.size:
+        notes.append(
+            f"re-encoded {fmt} as {_sniff(encoded)} ({len(data) / _MB:.1f} MB → {len(encoded) / _MB:.1f} MB) "
+            f"to fit {limits.service} limits"
+        )
     if final.size != full.size:
         notes.append(
             f"downscaled from {full.size[0]}x{full.size[1]} to {final.size[0]}x{final.size[1]} "

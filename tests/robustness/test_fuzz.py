@@ -172,15 +172,6 @@ def test_error_mapping(status: int, headers: dict[str, str], body: bytes | str |
     )
 
 
-_RETRY_AFTER_BUG = (
-    "_error_mapping.parse_retry_after: a Retry-After that is neither a number nor an HTTP date raises ValueError "
-    "(parsedate_to_datetime is called inside the 'except ValueError' block, uncaught); 'NaN' gives nan and "
-    "'1e309' gives inf, which the retry loop hands to time.sleep (ValueError / OverflowError without a "
-    "deadline). Such headers should be ignored (retry_after None)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_RETRY_AFTER_BUG)
 @pytest.mark.parametrize(
     ("name", "value"),
     [("Retry-After", "soon"), ("Retry-After", "NaN"), ("retry-after-ms", "nan"), ("Retry-After", "1e309")],

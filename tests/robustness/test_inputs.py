@@ -192,22 +192,12 @@ CASES = [
             "azure_ml": Ok(note=DOWNSCALED),
             "onnx": Ok(),
         },
-        bugs={
-            "image_analysis": "_images._check_bytes re-encodes a 26.6 MB JPEG as a smaller JPEG to fit the "
-            "20 MB limit but adds no note (the note is only written when the format or the size changes)"
-        },
     ),
     Case("animated-gif", lambda tmp, _: _animated_gif(), Ok()),
     Case(
         "truncated-animated-gif",
         lambda tmp, _: _animated_gif()[:290],  # cut inside the second frame's header
         Fails(InvalidImageError, "corrupt or truncated"),
-        bugs=dict.fromkeys(
-            BACKENDS,
-            "_images._check_bytes reads img.n_frames outside its try block; on a GIF cut inside a later frame's "
-            "header Pillow raises IndexError or struct.error there, which escapes load_image unwrapped "
-            "(found by the fuzzer; cut points 287-316 of this GIF)",
-        ),
     ),
     Case("cmyk-jpeg", lambda tmp, _: _cmyk_jpeg(), Ok(note="converted CMYK pixels to RGB")),
     Case("16-bit-png", lambda tmp, _: encode(_grey16()), Ok(note="converted I;16 pixels to RGB")),
@@ -258,21 +248,11 @@ CASES = [
         "pil-F-0-1",
         lambda tmp, _: _float_image(1.0),
         Ok(),
-        bugs={
-            name: "_images._to_rgb converts float ('F') pixels in [0, 1] with a plain convert('RGB'), "
-            "so the image sent is all black; it should scale them like 16-bit images"
-            for name in ("custom_vision", "azure_ml", "onnx")
-        },
     ),
     Case(
         "pil-La",
         lambda tmp, _: _premultiplied_la(),
         Ok(),
-        bugs={
-            name: "_images._encode_pil/_to_rgb: convert('RGB') on mode 'La' raises a bare ValueError "
-            "('conversion from La to L not supported'), not an InvalidImageError nor a conversion"
-            for name in BACKENDS
-        },
     ),
 ]
 

@@ -158,10 +158,7 @@ ROWS = [
     Row("trainer-right-key", lambda w: _train(w, w.emulator.training_key)),
     Row("trainer-wrong-key", lambda w: _train(w, WRONG["trainer"])),
     Row("emulator-repr", lambda w: [repr(w.emulator), str(w.emulator), repr(w.aml)], talks=False),
-    Row("service-echoes-the-key-in-its-error", _key_echoing_service,
-        xfail="_error_mapping.error_from_http copies the service's error message into the exception verbatim, "
-        "so a gateway that quotes the key it received puts the key in str(error); the backends should "
-        "redact their own key (the CLI already does, the library does not)"),
+    Row("service-echoes-the-key-in-its-error", _key_echoing_service),
 ]  # fmt: skip
 
 

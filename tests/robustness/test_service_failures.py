@@ -102,34 +102,6 @@ HTML_PAGE = (
 )
 
 
-CV_EMPTY_ERROR_BODY = (
-    "msrest's HttpOperationError builds CustomVisionError() from an empty error body, which raises TypeError "
-    "(code and message are required); CustomVisionBackend._predict / _error_mapping.error_from_msrest then "
-    "give a bare AzVisionError ('Custom Vision client error: TypeError ...') instead of mapping the HTTP "
-    "status (401 -> AuthenticationError, 503 -> a retried ServiceError)"
-)
-IA_UNDECODED_BODY = (
-    "a 200 whose body is not JSON (HTML, empty) makes the Image Analysis SDK raise a raw "
-    "json.JSONDecodeError; _error_mapping.error_from_azure_core maps it to a bare AzVisionError instead of "
-    "ServiceError (error_from_msrest already maps ValueError to ServiceError)"
-)
-IA_CUT_BODY = (
-    "azure-core raises HttpResponseError(response=None) wrapping urllib3's ProtocolError ('Connection "
-    "broken') when the connection drops mid-body; _error_mapping.error_from_azure_core maps it to a bare "
-    "AzVisionError instead of a retryable BackendConnectionError"
-)
-
-RETRY_AFTER_NOT_A_DATE = (
-    "_error_mapping.parse_retry_after calls email.utils.parsedate_to_datetime inside its 'except ValueError' "
-    "block without catching its ValueError, so 'Retry-After: soon' makes error_from_http raise ValueError and "
-    "the user gets a bare ValueError instead of a RateLimitError retried with back-off"
-)
-RETRY_AFTER_NAN = (
-    "_error_mapping.parse_retry_after returns nan for 'Retry-After: NaN' (max(nan, 0.0) is nan), and the "
-    "retry loop then calls time.sleep(nan), which raises ValueError; non-finite values should be ignored"
-)
-
-
 def _mode(name: str) -> Literal["tags", "categories"]:
     return "categories" if name.endswith(":categories") else "tags"
 
@@ -185,8 +157,7 @@ ROWS = [
     Row("wrong-key-401-wrapped", [Reply(401, JSON, ACCESS_DENIED)],
         Raises(AuthenticationError, "ccess denied", status=401)),
     Row("wrong-key-401-flat", [Reply(401, JSON, FLAT_401)], Raises(AuthenticationError, "ccess denied", status=401)),
-    Row("wrong-key-401-no-body", [Reply(401)], Raises(AuthenticationError, "", status=401),
-        bugs={"custom_vision": CV_EMPTY_ERROR_BODY}),
+    Row("wrong-key-401-no-body", [Reply(401)], Raises(AuthenticationError, "", status=401)),
     Row("invalid-iteration-as-400", [Reply(400, JSON, b'{"code": "BadRequest", "message": "Invalid iteration"}')],
         Raises(NotFoundError, "Invalid iteration", status=400), backends=("custom_vision",)),
     Row("429-with-retry-after", [Reply(429, {**JSON, "Retry-After": "1"}, THROTTLED), GOOD],
@@ -194,10 +165,9 @@ ROWS = [
     Row("429-with-retry-after-ms", [Reply(429, {**JSON, "retry-after-ms": "400"}, THROTTLED), GOOD],
         Answers(requests=2, min_gap=0.4, max_gap=0.9), retry=_retries(3)),
     Row("429-with-unparseable-retry-after", [Reply(429, {**JSON, "Retry-After": "soon"}, THROTTLED), GOOD],
-        Answers(requests=2, max_gap=0.5), retry=_retries(3),
-        bugs=dict.fromkeys(REMOTE, RETRY_AFTER_NOT_A_DATE)),
+        Answers(requests=2, max_gap=0.5), retry=_retries(3)),
     Row("429-with-nan-retry-after", [Reply(429, {**JSON, "Retry-After": "NaN"}, THROTTLED), GOOD],
-        Answers(requests=2, max_gap=0.5), retry=_retries(3), bugs=dict.fromkeys(REMOTE, RETRY_AFTER_NAN)),
+        Answers(requests=2, max_gap=0.5), retry=_retries(3)),
     Row("429-without-retry-after", [Reply(429, JSON, THROTTLED), GOOD], Answers(requests=2, max_gap=0.5),
         retry=_retries(3)),
     Row("429-retries-exhausted", [Reply(429, {**JSON, "Retry-After": "7"}, THROTTLED)],
@@ -206,8 +176,7 @@ ROWS = [
         Answers(requests=4), retry=_retries(5)),
     Row("503-with-retry-after", [Reply(503, {**JSON, "Retry-After": "1"}, OOPS), GOOD],
         Answers(requests=2, min_gap=1.0, max_gap=2.0), retry=_retries(3)),
-    Row("503-empty-body-then-answer", [Reply(503), GOOD], Answers(requests=2), retry=_retries(3),
-        bugs={"custom_vision": CV_EMPTY_ERROR_BODY}),
+    Row("503-empty-body-then-answer", [Reply(503), GOOD], Answers(requests=2), retry=_retries(3)),
     Row("503-burst-longer-than-retries", [Reply(503, JSON, OOPS)],
         Raises(ServiceError, "unexpected error", requests=3, status=503), retry=_retries(3)),
     Row("502-html-error-page", [Reply(502, HTML, HTML_PAGE)], Raises(ServiceError, "Service Unavailable", status=502)),
@@ -218,12 +187,10 @@ ROWS = [
     Row("hanging-server-retried-until-the-deadline", [Hang()], Raises(BackendTimeoutError, requests=range(2, 4)),
         retry=RetryPolicy(max_attempts=10, backoff_base=0.05, backoff_max=0.1, deadline=1.2), timeout=0.5,
         within=2.5),
-    Row("html-instead-of-json", [Reply(200, HTML, HTML_PAGE)], Raises(ServiceError),
-        bugs={"image_analysis": IA_UNDECODED_BODY}),
+    Row("html-instead-of-json", [Reply(200, HTML, HTML_PAGE)], Raises(ServiceError)),
     Row("truncated-json-body", [Good(cut=30)], Raises(ServiceError)),
-    Row("connection-cut-mid-body", [Good(drop_after=30)], Raises(BackendConnectionError),
-        bugs={"image_analysis": IA_CUT_BODY}),
-    Row("empty-200-body", [Reply(200, JSON, b"")], Raises(ServiceError), bugs={"image_analysis": IA_UNDECODED_BODY}),
+    Row("connection-cut-mid-body", [Good(drop_after=30)], Raises(BackendConnectionError)),
+    Row("empty-200-body", [Reply(200, JSON, b"")], Raises(ServiceError)),
     Row("json-of-the-wrong-shape", [Reply(200, JSON, b'{"status": "ok", "result": null}')],
         Raises(ServiceError), backends=("custom_vision", "azure_ml")),
 ]  # fmt: skip

@@ -26,6 +26,7 @@ from .._batch import (
     ordered_map,
     run_async_iter,
 )
+from .._config import Secret
 from .._errors import AzVisionError, RateLimitError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
@@ -138,10 +139,35 @@ class BaseBackend(ABC):
         result = prediction.model_copy(update=update)
         return result.with_image(loaded.data)
 
-    @staticmethod
-    def _annotate(exc: AzVisionError, loaded: LoadedImage) -> None:
+    def _secret_values(self) -> list[str]:
+        """The credentials this backend holds: its own and its helpers' (auth objects) Secret attributes."""
+        found: list[str] = []
+        for value in vars(self).values():
+            inner = vars(value).values() if hasattr(value, "__dict__") and not isinstance(value, type) else ()
+            for candidate in (value, *inner):
+                if isinstance(candidate, Secret) and candidate.get():
+                    found.append(candidate.get())
+        return found
+
+    def _annotate(self, exc: AzVisionError, loaded: LoadedImage) -> None:
         if exc.source is None:
             exc.source = loaded.source
+        # A service may quote the credential it received in its error text; never pass that on, not
+        # even through the chained vendor exception a traceback would print.
+        secrets = self._secret_values()
+        if not secrets:
+            return
+        for secret in secrets:
+            if secret in exc.message:
+                exc.message = exc.message.replace(secret, "***")
+                exc.args = (exc.message,)
+        chained: BaseException | None = exc.__cause__ or exc.__context__
+        while chained is not None:
+            if any(secret in str(chained) or secret in repr(chained.args) for secret in secrets):
+                exc.__cause__ = None
+                exc.__suppress_context__ = True
+                break
+            chained = chained.__cause__ or chained.__context__
 
     # -- batches --------------------------------------------------------------------------------
     def _concurrency_now(self, override: int | None) -> int:

@@ -20,18 +20,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
-
-from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient
-from msrest.authentication import ApiKeyCredentials
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._batch import RetryPolicy
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting, uuid_setting
+from .._cv_sdk import prediction_client
 from .._error_mapping import error_from_msrest
 from .._errors import AzVisionError, ConfigurationError, ServiceError
 from .._images import COMMON_FORMATS, ImageLimits, LoadedImage
 from .._models import BoundingBox, Label, Prediction
 from ._base import BaseBackend
+
+if TYPE_CHECKING:
+    from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient
 
 __all__ = ["CustomVisionBackend", "prediction_from_custom_vision"]
 
@@ -175,18 +176,7 @@ class CustomVisionBackend(BaseBackend):
         self._client = self._make_client()
 
     def _make_client(self) -> CustomVisionPredictionClient:
-        credentials = ApiKeyCredentials(in_headers={"Prediction-key": self._key.get()})
-        client = CustomVisionPredictionClient(self.endpoint, credentials)  # type: ignore[no-untyped-call]
-        # msrest installs urllib3 retries on every session it creates (3 tries, status retries, its own
-        # back-off); our retry loop is the only one, so the vendor's must do nothing at all. The policy is
-        # tuned in place: msrest reads attributes (BACKOFF_MAX) that a fresh urllib3 2.x Retry lacks.
-        vendor_retry = client.config.retry_policy
-        vendor_retry.retries = 0
-        vendor_retry.policy.status_forcelist = frozenset()
-        vendor_retry.policy.respect_retry_after_header = False
-        # msrest annotates an int, but hands the value to requests, which takes float seconds.
-        client.config.connection.timeout = self.timeout  # type: ignore[assignment]
-        return client
+        return prediction_client(self.endpoint, self._key, timeout=self.timeout)
 
     def _operation(self, *, url: bool) -> str:
         name = f"{_TASKS[self.task]}_image"

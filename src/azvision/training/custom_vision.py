@@ -33,18 +33,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 
-from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
 from azure.cognitiveservices.vision.customvision.training.models import (
     ImageFileCreateBatch,
     ImageFileCreateEntry,
 )
 from azure.core.exceptions import DeserializationError
-from msrest.authentication import ApiKeyCredentials
 from msrest.exceptions import ClientException
 from typing_extensions import Self
 
 from .._batch import RetryPolicy, Throttle
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
+from .._cv_sdk import training_client
 from .._error_mapping import error_from_http, error_from_httpx, error_from_msrest
 from .._errors import (
     AzVisionError,
@@ -289,17 +288,7 @@ class CustomVisionTrainer:
             return self._vendor or self._make_vendor()
 
     def _make_vendor(self) -> Any:
-        credentials = ApiKeyCredentials(in_headers={"Training-key": self._key.get()})
-        client = CustomVisionTrainingClient(self.endpoint, credentials)  # type: ignore[no-untyped-call]
-        # msrest gives each thread its own session, built from this one urllib3 policy; it must do
-        # nothing at all, as the retry loop here is the only one. The policy object is changed in
-        # place: msrest reads attributes of its own that a fresh urllib3 Retry lacks.
-        policy = client.config.retry_policy.policy
-        policy.total = policy.connect = policy.read = policy.redirect = 0
-        policy.status_forcelist = frozenset()
-        policy.raise_on_status = False
-        policy.respect_retry_after_header = False
-        client.config.connection.timeout = self.timeout  # type: ignore[assignment]
+        client = training_client(self.endpoint, self._key, timeout=self.timeout)
         self._vendor = client
         return client
 
