@@ -2,7 +2,7 @@
 
 Example:
     >>> import azvision
-    >>> clf = azvision.create_classifier("custom_vision")  # doctest: +SKIP  (reads CUSTOM_VISION_* env vars)
+    >>> clf = azvision.create_classifier("custom_vision")  # doctest: +SKIP
     >>> clf.classify("cat.jpg").label  # doctest: +SKIP
     'cat'
 

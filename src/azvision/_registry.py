@@ -43,7 +43,7 @@ def register_backend(name: str, target: str | type[Any]) -> None:
     """Register a backend class (or ``"module:Class"`` path) under ``name``.
 
     Example:
-        >>> register_backend("my_backend", "my_package.backend:MyBackend")
+        >>> register_backend("my_backend", "my_package.backend:MyBackend")  # doctest: +SKIP
     """
     _registered[name] = target
 

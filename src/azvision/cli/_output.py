@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,8 +182,18 @@ def usage_errors(redact: Callable[[str], str]) -> Iterator[None]:
     try:
         yield
     except ConfigurationError as exc:
-        error_line(redact(str(exc)))
+        error_line(redact(as_cli_message(str(exc))))
         raise typer.Exit(2) from None
+
+
+def as_cli_message(message: str) -> str:
+    """Speak in flags on the command line: "pass project_id=..." becomes "pass --project-id".
+
+    Example:
+        >>> as_cli_message("missing key: pass key=... or set the environment variable VISION_KEY")
+        'missing key: pass --key or set the environment variable VISION_KEY'
+    """
+    return re.sub(r"\bpass (\w+)=\.\.\.", lambda m: f"pass --{m.group(1).replace('_', '-')}", message)
 
 
 @contextlib.contextmanager
