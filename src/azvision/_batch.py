@@ -31,9 +31,17 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ._errors import AzVisionError, BackendTimeoutError
+from ._errors import AzVisionError, BackendTimeoutError, RateLimitError
 
-__all__ = ["RetryPolicy", "RetryState", "Throttle", "ordered_map", "run_async_iter"]
+__all__ = [
+    "RetryPolicy",
+    "RetryState",
+    "Throttle",
+    "aiter_any",
+    "ordered_map",
+    "run_async_iter",
+    "wait_before_retry",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -105,8 +113,11 @@ class RetryState:
 class Throttle:
     """Client-side pacing shared by all threads and tasks of one backend.
 
-    ``reserve()`` returns how long the caller must sleep before sending; it spaces requests at most
-    ``max_rps`` per second and holds everybody back while a server-requested cool-down is running.
+    ``reserve()`` returns how long the caller must sleep before sending. It spaces requests at most
+    ``max_rps`` per second and holds everybody back while a server-requested cool-down runs. Without a
+    ``max_rps`` it learns one: on the first 429 it paces at the success rate of the last two seconds,
+    slows by 5 % on each later 429 and speeds up by 0.2 % per success — so a batch settles just under an
+    unknown quota instead of running stop-and-go.
 
     Example:
         >>> t = Throttle(max_rps=None)
@@ -114,28 +125,68 @@ class Throttle:
         0.0
     """
 
+    _WINDOW = 2.0
+
     def __init__(self, max_rps: float | None = None) -> None:
         if max_rps is not None and max_rps <= 0:
             raise ValueError("max_rps must be positive")
         self.max_rps = max_rps
+        #: The learned rate when no ``max_rps`` was given (``None`` until the first 429).
+        self.learned_rps: float | None = None
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._gate_until = 0.0
+        self._successes: deque[float] = deque()
+
+    def _rate(self) -> float | None:
+        return self.max_rps or self.learned_rps
 
     def reserve(self) -> float:
         """Claim the next send slot; returns the seconds to wait for it."""
         with self._lock:
             now = time.monotonic()
             start = max(now, self._gate_until)
-            if self.max_rps:
+            rate = self._rate()
+            if rate:
                 start = max(start, self._next_slot)
-                self._next_slot = start + 1.0 / self.max_rps
+                self._next_slot = start + 1.0 / rate
             return start - now
 
-    def cool_down(self, seconds: float) -> None:
-        """Hold every caller back for ``seconds`` (a server said Retry-After)."""
+    def succeeded(self) -> None:
+        """Record an answered request (feeds the learned rate)."""
         with self._lock:
-            self._gate_until = max(self._gate_until, time.monotonic() + seconds)
+            now = time.monotonic()
+            self._successes.append(now)
+            while self._successes and self._successes[0] < now - self._WINDOW:
+                self._successes.popleft()
+            if self.learned_rps is not None:
+                self.learned_rps *= 1.002
+
+    def throttled(self, seconds: float) -> None:
+        """A 429: hold every caller back for ``seconds`` and, without ``max_rps``, slow the learned rate."""
+        with self._lock:
+            now = time.monotonic()
+            self._gate_until = max(self._gate_until, now + seconds)
+            if self.max_rps is not None:
+                return
+            if self.learned_rps is None:
+                recent = sum(1 for t in self._successes if t >= now - self._WINDOW)
+                if recent:  # no history yet: just wait as told, and learn from the next 429
+                    self.learned_rps = max(recent / self._WINDOW, 0.5)
+            else:
+                self.learned_rps = max(self.learned_rps * 0.95, 0.5)
+
+
+def wait_before_retry(state: RetryState, throttle: Throttle, error: AzVisionError) -> float:
+    """Seconds to wait before retrying ``error`` (re-raises it when it must not be retried).
+
+    A 429 is about the quota everyone shares, so it holds the whole batch back through ``throttle``;
+    any other retry (a 503 with Retry-After, a dropped connection) waits only for its own request.
+    """
+    delay = state.next_delay(error)
+    if isinstance(error, RateLimitError):
+        throttle.throttled(delay)
+    return delay
 
 
 async def ordered_map(

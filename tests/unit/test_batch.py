@@ -177,7 +177,7 @@ def test_throttle_pacing_and_gate() -> None:
     assert waits[0] == pytest.approx(0, abs=0.01)
     assert waits[2] == pytest.approx(0.2, abs=0.02)
     gate = Throttle()
-    gate.cool_down(0.5)
+    gate.throttled(0.5)
     assert gate.reserve() == pytest.approx(0.5, abs=0.02)
 
 
@@ -231,3 +231,34 @@ def test_keyboard_interrupt_in_a_worker_reaches_the_caller_instead_of_hanging() 
     backend = Interrupting(concurrency=2)
     with pytest.raises(KeyboardInterrupt):
         list(backend.classify_many([png(1), png(2), png(3)]))
+
+
+def test_a_503_with_retry_after_waits_only_for_its_own_image() -> None:
+    failing = png(400)
+    others = [png(401 + i) for i in range(4)]
+    backend = ScriptedBackend({failing: [ServiceError("busy", status_code=503, retry_after=0.5)]}, concurrency=4)
+    list(backend.classify_many([failing, *others]))
+    t503 = backend.calls[0][1]
+    others_sent = [t for data, t in backend.calls if data != failing]
+    assert all(t < t503 + 0.4 for t in others_sent)  # nobody else was held back
+
+
+def test_without_max_rps_a_429_teaches_the_throttle_a_rate() -> None:
+    throttle = Throttle()
+    for _ in range(20):
+        throttle.succeeded()
+    throttle.throttled(0.01)
+    assert throttle.learned_rps == pytest.approx(10.0)  # 20 successes in the last 2 s
+    throttle.throttled(0.01)
+    assert throttle.learned_rps == pytest.approx(9.5)
+    throttle.succeeded()
+    assert throttle.learned_rps == pytest.approx(9.5 * 1.002)
+    fixed = Throttle(max_rps=5)
+    fixed.throttled(0.01)
+    assert fixed.learned_rps is None
+
+
+def test_a_429_with_no_history_does_not_invent_a_rate() -> None:
+    throttle = Throttle()
+    throttle.throttled(0.01)
+    assert throttle.learned_rps is None

@@ -25,9 +25,10 @@ from .._batch import (
     auto_concurrency,
     ordered_map,
     run_async_iter,
+    wait_before_retry,
 )
 from .._config import Secret
-from .._errors import AzVisionError, RateLimitError
+from .._errors import AzVisionError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
 
@@ -119,12 +120,10 @@ class BaseBackend(ABC):
                 await asyncio.sleep(self._on_failure(state, exc))
 
     def _on_failure(self, state: RetryState, exc: AzVisionError) -> float:
-        delay = state.next_delay(exc)  # raises when it must not be retried
-        if isinstance(exc, RateLimitError) or exc.retry_after is not None:
-            self._throttle.cool_down(delay)
-        return delay
+        return wait_before_retry(state, self._throttle, exc)
 
     def _finish(self, prediction: Prediction, loaded: LoadedImage, started: float) -> Prediction:
+        self._throttle.succeeded()
         elapsed = time.perf_counter() - started
         self._latency_ewma = (
             elapsed if self._latency_ewma is None else 0.8 * self._latency_ewma + 0.2 * elapsed
@@ -217,8 +216,20 @@ class BaseBackend(ABC):
         if max_rps is not None:
             self._throttle = Throttle(max_rps)
         try:
+            # Read far enough ahead that one image waiting out a Retry-After does not stall the
+            # others: about two seconds of traffic at the rate limit.
+            rate = self._throttle.max_rps or 0.0
+            window = min(
+                max(
+                    2 * self._concurrency_now(concurrency), self._concurrency_now(concurrency) + int(2 * rate)
+                ),
+                512,
+            )
             async for outcome in ordered_map(
-                images, self._classify_item, concurrency=lambda: self._concurrency_now(concurrency)
+                images,
+                self._classify_item,
+                concurrency=lambda: self._concurrency_now(concurrency),
+                window=window,
             ):
                 yield outcome
         finally:

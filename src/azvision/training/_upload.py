@@ -29,8 +29,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._batch import RetryPolicy, Throttle
-from .._errors import AuthenticationError, AzVisionError, NotFoundError, RateLimitError
+from .._batch import RetryPolicy, Throttle, wait_before_retry
+from .._errors import AuthenticationError, AzVisionError, NotFoundError
 from .._images import COMMON_FORMATS, ImageLimits, load_image
 from .models import FailedImage, UploadReport
 
@@ -362,10 +362,7 @@ class Uploader:
             try:
                 return self._send(images, metadata)
             except AzVisionError as exc:
-                delay = state.next_delay(exc)  # raises when it must not be retried
-                if isinstance(exc, RateLimitError) or exc.retry_after is not None:
-                    self._throttle.cool_down(delay)
-                time.sleep(delay)
+                time.sleep(wait_before_retry(state, self._throttle, exc))
 
     @staticmethod
     def _record(

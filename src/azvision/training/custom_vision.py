@@ -41,7 +41,7 @@ from azure.core.exceptions import DeserializationError
 from msrest.exceptions import ClientException
 from typing_extensions import Self
 
-from .._batch import RetryPolicy, Throttle
+from .._batch import RetryPolicy, Throttle, wait_before_retry
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._cv_sdk import training_client
 from .._error_mapping import error_from_http, error_from_httpx, error_from_msrest
@@ -320,10 +320,7 @@ class CustomVisionTrainer:
             try:
                 return self._once(fn)
             except AzVisionError as exc:
-                delay = state.next_delay(exc)  # re-raises what must not be retried
-                if exc.retry_after is not None:
-                    self._throttle.cool_down(delay)
-                time.sleep(delay)
+                time.sleep(wait_before_retry(state, self._throttle, exc))
                 if recover is not None:
                     found = recover()
                     if found is not None:

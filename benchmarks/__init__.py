@@ -1,0 +1,22 @@
+"""azvision benchmarks: side-by-side ratios in one run against the emulator (``nox -s bench``).
+
+Each ``bench_<name>.py`` module has ``NAME`` and ``run(lab) -> list[Result]``; ``python -m benchmarks``
+runs them all (or ``--only NAME``), prints one table and writes ``benchmarks/results/latest.json``.
+Timings are ratios measured in the same run, never assertions in the test suite.
+
+Example:
+    >>> from benchmarks import BENCHMARKS
+    >>> list(BENCHMARKS)
+    ['quota', 'faults', 'overhead', 'memory', 'local', 'import']
+"""
+
+from __future__ import annotations
+
+BENCHMARKS = {
+    "quota": "benchmarks.bench_quota",
+    "faults": "benchmarks.bench_faults",
+    "overhead": "benchmarks.bench_overhead",
+    "memory": "benchmarks.bench_memory",
+    "local": "benchmarks.bench_local",
+    "import": "benchmarks.bench_import",
+}

@@ -1,0 +1,108 @@
+"""Benchmark 1 — throughput at the service quota.
+
+An emulator with 200 ms latency and a 20 TPS quota (Custom Vision S0 prediction without storage). In one
+run: the seed's sequential loop with the official ``CustomVisionPredictionClient``, then
+``CustomVisionBackend(store=False).classify_many`` told the quota (``max_rps=20``) and left to find it
+(auto mode: no ``max_rps``). Targets: ≥ 0.95 × 20 images/s, no failed item, no 429 reaching the caller,
+and ≥ 3.8 × the sequential loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient
+from msrest.authentication import ApiKeyCredentials
+
+from azvision import AzVisionError, CustomVisionBackend, Prediction, RateLimitError
+
+from ._common import Lab, Result, counts_since, request_total, wall_clock
+
+NAME = "quota"
+LATENCY_MS = 200
+QUOTA_TPS = 20.0
+
+
+def _sequential_official(emu: Any, project_id: str, publish_name: str, images: list[str]) -> float:
+    """The seed's snippet, one image after the other; returns images per second."""
+    predictor = CustomVisionPredictionClient(  # type: ignore[no-untyped-call]
+        emu.endpoint, ApiKeyCredentials(in_headers={"Prediction-key": emu.prediction_key})
+    )
+    with wall_clock() as elapsed:
+        for path in images:
+            with open(path, "rb") as image_contents:
+                predictor.classify_image(project_id, publish_name, image_contents.read())  # type: ignore[no-untyped-call]
+    predictor.close()
+    return len(images) / elapsed[0]
+
+
+def _batch(emu: Any, lab: Lab, images: list[str], max_rps: float | None) -> dict[str, Any]:
+    project = lab.project
+    before = request_total(emu.stats())
+    outcomes: list[Prediction | AzVisionError] = []
+    with (
+        CustomVisionBackend(
+            emu.endpoint, emu.prediction_key, project.project_id, project.publish_name, store=False
+        ) as clf,
+        wall_clock() as elapsed,
+    ):
+        outcomes.extend(clf.classify_many(images, max_rps=max_rps))
+    errors = [o for o in outcomes if isinstance(o, AzVisionError)]
+    misplaced = sum(
+        1 for path, o in zip(images, outcomes, strict=False) if os.path.basename(path) != o.source
+    )
+    return {
+        "images_per_s": len(images) / elapsed[0],
+        "seconds": elapsed[0],
+        "outcomes": len(outcomes),
+        "failed": len(errors),
+        "surfaced_429": sum(isinstance(e, RateLimitError) for e in errors),
+        "out_of_order": misplaced,
+        "server_counts": counts_since(before, request_total(emu.stats())),
+    }
+
+
+def run(lab: Lab) -> list[Result]:
+    """Sequential official loop vs ``classify_many`` with and without ``max_rps``, in one emulator."""
+    settings = lab.settings
+    images = lab.image_files(settings.scale(400, 120))
+    sequential_n = settings.scale(50, 25)
+    results: list[Result] = []
+    with lab.emulator(latency_ms=LATENCY_MS, rate_limit_tps=QUOTA_TPS) as emu:
+        project = lab.project
+        seq_rate = _sequential_official(emu, project.project_id, project.publish_name, images[:sequential_n])
+        for label, max_rps in (("max_rps=20", QUOTA_TPS), ("auto", None)):
+            time.sleep(1.5)  # let the quota's token bucket refill, so every mode starts alike
+            run_ = _batch(emu, lab, images, max_rps)
+            rate = run_["images_per_s"]
+            details = {**run_, "sequential_images_per_s": seq_rate, "sequential_images": sequential_n}
+            results += [
+                Result(
+                    f"quota {label}: throughput",
+                    rate,
+                    "img/s",
+                    target=0.95 * QUOTA_TPS,
+                    ratio=rate / QUOTA_TPS,
+                    note=f"{len(images)} images, quota {QUOTA_TPS:g} TPS, {LATENCY_MS} ms latency",
+                    details=details,
+                ),
+                Result(
+                    f"quota {label}: vs sequential official client",
+                    rate / seq_rate,
+                    "x",
+                    target=3.8,
+                    ratio=rate / seq_rate,
+                    note=f"sequential: {seq_rate:.2f} img/s over {sequential_n} images",
+                ),
+                Result(
+                    f"quota {label}: failed items (429s surfaced)",
+                    run_["failed"],
+                    "items",
+                    target=0,
+                    better="lower",
+                    note=f"{run_['surfaced_429']} surfaced 429s; server saw {run_['server_counts']}",
+                ),
+            ]
+    return results
