@@ -196,13 +196,8 @@ def as_cli_message(message: str) -> str:
     return re.sub(r"\bpass (\w+)=\.\.\.", lambda m: f"pass --{m.group(1).replace('_', '-')}", message)
 
 
-@contextlib.contextmanager
-def progress(description: str, *, total: int | None, enabled: bool) -> Iterator[Callable[[bool], None]]:
-    """A rich progress bar on stderr when ``enabled``; yields ``advance(ok)``, a no-op when disabled."""
-    if not enabled:
-        yield lambda ok: None
-        return
-    from rich.console import Console
+def progress_bars(console: Any, *extra_columns: Any) -> Any:
+    """The CLI's one look for progress: spinner, description, bar, done/total, extra columns, elapsed."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -212,15 +207,27 @@ def progress(description: str, *, total: int | None, enabled: bool) -> Iterator[
         TimeElapsedColumn,
     )
 
-    with Progress(
+    return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("[red]{task.fields[failed]} failed"),
+        *extra_columns,
         TimeElapsedColumn(),
-        console=Console(stderr=True),
-    ) as bar:
+        console=console,
+    )
+
+
+@contextlib.contextmanager
+def progress(description: str, *, total: int | None, enabled: bool) -> Iterator[Callable[[bool], None]]:
+    """A rich progress bar on stderr when ``enabled``; yields ``advance(ok)``, a no-op when disabled."""
+    if not enabled:
+        yield lambda ok: None
+        return
+    from rich.console import Console
+    from rich.progress import TextColumn
+
+    with progress_bars(Console(stderr=True), TextColumn("[red]{task.fields[failed]} failed")) as bar:
         task = bar.add_task(description, total=total, failed=0)
         failed = 0
 

@@ -26,7 +26,7 @@ from rich.table import Table
 from .._errors import AuthenticationError, AzVisionError, ConfigurationError
 from ..training.models import TrainProgress, TrainResult
 from ._options import Redactor
-from ._output import error_line, usage_errors
+from ._output import error_line, progress_bars, usage_errors
 
 __all__ = ["register", "summary_lines", "summary_table", "train"]
 
@@ -160,23 +160,7 @@ def training_progress(console: Console, *, enabled: bool) -> Iterator[Callable[[
     if not enabled:
         yield lambda event: None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bars:
+    with progress_bars(console) as bars:
         tasks: dict[str, Any] = {}
 
         def report(event: TrainProgress) -> None:
