@@ -47,5 +47,5 @@ def demo(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks: side-by-side ratios in one run, written to benchmarks/results/."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,ml]")  # azure-ai-ml only to time its import next to ours
     session.run("python", "-m", "benchmarks", *session.posargs)
