@@ -236,7 +236,9 @@ def test_keyboard_interrupt_in_a_worker_reaches_the_caller_instead_of_hanging() 
 def test_a_503_with_retry_after_waits_only_for_its_own_image() -> None:
     failing = png(400)
     others = [png(401 + i) for i in range(4)]
-    backend = ScriptedBackend({failing: [ServiceError("busy", status_code=503, retry_after=0.5)]}, concurrency=4)
+    backend = ScriptedBackend(
+        {failing: [ServiceError("busy", status_code=503, retry_after=0.5)]}, concurrency=4
+    )
     list(backend.classify_many([failing, *others]))
     t503 = backend.calls[0][1]
     others_sent = [t for data, t in backend.calls if data != failing]
