@@ -9,38 +9,15 @@ when you give it your training resource instead (see the bottom of this file).
 
 from __future__ import annotations
 
-import random
 import sys
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 from azvision import CustomVisionTrainer
+from azvision._demo_data import make_dataset
 from azvision.emulator import Emulator
 from azvision.training.datasets import Dataset
 from azvision.training.models import TrainProgress
-
-
-def make_shapes(root: Path, per_class: int = 20) -> Path:
-    """Three classes of coloured shapes, 20 images each, deterministic."""
-    rng = random.Random(0)
-    for name, colour in {"circle": (210, 40, 40), "square": (40, 170, 60), "triangle": (40, 60, 210)}.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for index in range(per_class):
-            width, height = rng.randint(96, 160), rng.randint(96, 160)
-            image = Image.new("RGB", (width, height), tuple(rng.randint(200, 255) for _ in range(3)))
-            side = rng.randint(int(min(width, height) * 0.45), int(min(width, height) * 0.8))
-            x, y = rng.randint(0, width - side), rng.randint(0, height - side)
-            draw = ImageDraw.Draw(image)
-            if name == "circle":
-                draw.ellipse((x, y, x + side, y + side), fill=colour)
-            elif name == "square":
-                draw.rectangle((x, y, x + side, y + side), fill=colour)
-            else:
-                draw.polygon([(x + side // 2, y), (x, y + side), (x + side, y + side)], fill=colour)
-            image.save(root / name / f"{name}_{index:02d}.png")
-    return root
 
 
 class StepPrinter:
@@ -60,7 +37,11 @@ class StepPrinter:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="azvision-train-"))
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else make_shapes(work / "shapes")
+    if len(sys.argv) > 1:
+        folder = Path(sys.argv[1])
+    else:
+        folder = work / "shapes"
+        make_dataset(folder, per_class=20)  # circles, squares and triangles
     train, test = Dataset.from_folder(folder).split(0.2, seed=0)
     print(f"{len(train)} training and {len(test)} held-out images from {folder}")
 

@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
+from azvision._demo_data import make_dataset
 from azvision.cli.app import app
 from azvision.emulator import Emulator
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 190, 60), "blue": (30, 60, 220)}
+CLASSES = ("circle", "square", "triangle")
 JSON_KEYS = {"project_id", "iteration_id", "publish_name", "uploaded", "duplicates", "failed", "export_dir"}
 
 
 def write_dataset(root: Path, per_class: int) -> Path:
-    """Small discs of three colours on pale backgrounds, one folder per colour."""
-    rng = random.Random(5)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        for index in range(per_class):
-            image = Image.new("RGB", (48, 40), tuple(rng.randint(200, 255) for _ in range(3)))
-            x, y = rng.randint(4, 16), rng.randint(4, 12)
-            ImageDraw.Draw(image).ellipse((x, y, x + 24, y + 24), fill=colour)
-            image.save(root / name / f"{index}.png")
+    """Small images of three shapes, one folder per shape."""
+    make_dataset(root, classes=CLASSES, per_class=per_class, size=48, seed=5)
     return root
 
 
@@ -60,8 +52,8 @@ def test_json_line_then_an_idempotent_rerun(env: Emulator, tmp_path: Path) -> No
     assert set(first) == JSON_KEYS
     assert first["publish_name"] == "prod" and first["export_dir"] == str(export_dir)
     assert (first["uploaded"], first["duplicates"], first["failed"]) == (18, 0, 0)
-    assert (export_dir / "labels.txt").read_text().split() == sorted(COLOURS)
-    assert "red" in err and "precision" in err  # the table goes to stderr with --json
+    assert (export_dir / "labels.txt").read_text().split() == sorted(CLASSES)
+    assert "circle" in err and "precision" in err  # the table goes to stderr with --json
 
     code, out, err = run(*args, "--export-dir", str(export_dir), "--json", "--quiet")
     assert code == 0, err
@@ -95,14 +87,14 @@ def test_table_on_stdout_without_json(emulator: Emulator, tmp_path: Path) -> Non
         emulator.training_key,
     )
     assert code == 0, err
-    for word in ("green", "precision", "recall", "AP", "unchanged, reused"):
+    for word in ("square", "precision", "recall", "AP", "unchanged, reused"):
         assert word in out
     assert emulator.training_key not in out + err
 
 
 def test_too_few_images_exits_1_with_the_rule(env: Emulator, tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data", per_class=5)
-    for extra in sorted((data / "blue").iterdir())[2:]:
+    for extra in sorted((data / "triangle").iterdir())[2:]:
         extra.unlink()
     code, out, err = run(str(data), "--project", "few", "--json")
     assert code == 1

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from azvision import (
     AuthenticationError,
@@ -20,35 +19,18 @@ from azvision import (
     RetryPolicy,
     TrainingError,
 )
+from azvision._demo_data import make_dataset
 from azvision.emulator import Emulator
 from azvision.training.datasets import Dataset
 from azvision.training.models import TrainProgress, TrainResult
 
-SHAPES = {"circle": (210, 40, 40), "square": (40, 170, 60), "triangle": (40, 60, 210)}
+SHAPES = ("circle", "square", "triangle")
 FAST_RETRY = RetryPolicy(max_attempts=8, backoff_base=0.01, backoff_max=0.1, deadline=30)
 
 
 def write_shapes(root: Path, per_class: int, *, seed: int = 0, size: tuple[int, int] = (96, 160)) -> Path:
-    """One folder per shape: a coloured shape of random size and place on a pale background."""
-    rng = random.Random(seed)
-    for name, colour in SHAPES.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for index in range(per_class):
-            width, height = rng.randint(*size), rng.randint(*size)
-            image = Image.new("RGB", (width, height), tuple(rng.randint(200, 255) for _ in range(3)))
-            draw = ImageDraw.Draw(image)
-            side = rng.randint(int(min(width, height) * 0.45), int(min(width, height) * 0.8))
-            cx = rng.randint(side // 2, width - side // 2)
-            cy = rng.randint(side // 2, height - side // 2)
-            box = (cx - side // 2, cy - side // 2, cx + side // 2, cy + side // 2)
-            fill = tuple(min(255, max(0, c + rng.randint(-30, 30))) for c in colour)
-            if name == "circle":
-                draw.ellipse(box, fill=fill)
-            elif name == "square":
-                draw.rectangle(box, fill=fill)
-            else:
-                draw.polygon([(cx, box[1]), (box[0], box[3]), (box[2], box[3])], fill=fill)
-            image.save(root / name / f"{name}_{index:03d}.png")
+    """One folder of PNG images per shape, from the package's generator."""
+    make_dataset(root, classes=SHAPES, per_class=per_class, size=size, seed=seed, image_format="png")
     return root
 
 

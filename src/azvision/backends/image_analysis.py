@@ -2,9 +2,9 @@
 
 Tags and objects go through the official ``ImageAnalysisClient`` with its retries off (the SDK has one retry
 layer, in :class:`~azvision.backends._base.BaseBackend`); ``mode="categories"`` calls Computer Vision v3.2
-``analyze`` with httpx, since 4.0 has no categories. Answers become a :class:`Prediction` in one pure
-function, :func:`prediction_from_image_analysis`; a :class:`LabelMap` folds the open vocabulary into your
-own labels.
+``analyze`` with httpx (:mod:`azvision.backends._cv32`), since 4.0 has no categories. Answers become a
+:class:`Prediction` in one pure function, :func:`prediction_from_image_analysis`; a :class:`LabelMap`
+folds the open vocabulary into your own labels.
 
 Example:
     >>> from azvision import ImageAnalysisBackend
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -29,18 +27,19 @@ import httpx
 import requests
 from azure.ai.vision.imageanalysis import ImageAnalysisClient
 from azure.ai.vision.imageanalysis.models import VisualFeatures
-from azure.core.credentials import AccessToken, AzureKeyCredential, TokenCredential
+from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .._batch import RetryPolicy
 from .._config import ENV, Secret, endpoint_setting, secret_setting
-from .._error_mapping import error_from_azure_core, error_from_http, error_from_httpx
+from .._error_mapping import error_from_azure_core
 from .._errors import ConfigurationError, ServiceError
-from .._images import COMMON_FORMATS, ImageLike, ImageLimits, LoadedImage, load_image
+from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import BoundingBox, Label, Prediction
 from ._base import BaseBackend
+from ._cv32 import V32_LIMITS, Cv32Client
 from ._taxonomy import CATEGORIES, LabelMap, LabelMapLike
 
 __all__ = ["ImageAnalysisBackend", "LabelMap", "prediction_from_image_analysis"]
@@ -49,11 +48,7 @@ Mode = Literal["tags", "objects", "categories"]
 
 _NAME = "image_analysis"
 _MB = 1024 * 1024
-_SCOPE = "https://cognitiveservices.azure.com/.default"
 _FEATURES = ("tags", "caption", "denseCaptions", "objects", "read", "smartCrops", "people")
-_V32_LIMITS = ImageLimits(
-    service="Computer Vision v3.2", max_bytes=4 * _MB, max_side=16000, min_side=50, formats=COMMON_FORMATS
-)
 
 
 def _conf(value: Any, what: str) -> float:
@@ -277,8 +272,6 @@ class ImageAnalysisBackend(BaseBackend):
                     "or pass credential=<an azure-identity TokenCredential>"
                 )
         self._credential = credential
-        self._token: AccessToken | None = None
-        self._token_lock = threading.Lock()
         # azure-core refuses bearer tokens over plain http; a loopback emulator is the one safe exception.
         self._plain_http_ok = _is_loopback(self.endpoint)
         if self._uses_token and self.endpoint.startswith("http://") and not self._plain_http_ok:
@@ -297,9 +290,11 @@ class ImageAnalysisBackend(BaseBackend):
         self.min_confidence = min_confidence
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
         self._client: ImageAnalysisClient | None = None
-        self._http: httpx.Client | None = None
+        self._v32: Cv32Client | None = None
         if mode == "categories":
-            self._http = httpx.Client(timeout=timeout)
+            self._v32 = Cv32Client(
+                self.endpoint, key=self._key, credential=credential, timeout=timeout, backend=self.name
+            )
         else:
             self._client = ImageAnalysisClient(
                 self.endpoint,
@@ -315,10 +310,14 @@ class ImageAnalysisBackend(BaseBackend):
         return self._credential is not None and not isinstance(self._credential, AzureKeyCredential)
 
     def _load(self, image: ImageLike) -> LoadedImage:
-        return load_image(image, _V32_LIMITS if self.mode == "categories" else self.image_limits)
+        return load_image(image, V32_LIMITS if self.mode == "categories" else self.image_limits)
 
     def _predict(self, image: LoadedImage) -> Prediction:
-        body = self._call_v32(image) if self.mode == "categories" else self._call_v40(image)
+        if self.mode == "categories":
+            assert self._v32 is not None
+            body = self._v32.analyze(image, caption="caption" in self.features, language=self.language)
+        else:
+            body = self._call_v40(image)
         return prediction_from_image_analysis(
             body,
             mode=self.mode,
@@ -342,61 +341,11 @@ class ImageAnalysisBackend(BaseBackend):
         body: dict[str, Any] = result.as_dict()
         return body
 
-    def _call_v32(self, image: LoadedImage) -> Any:
-        assert self._http is not None
-        wanted = ["Categories", *(["Description"] if "caption" in self.features else [])]
-        params = {"visualFeatures": ",".join(wanted), "language": self.language}
-        headers = self._auth_headers()
-        request: dict[str, Any] = (
-            {"json": {"url": image.url}} if image.url is not None else {"content": image.data}
-        )
-        if image.url is None:
-            headers["Content-Type"] = "application/octet-stream"
-        try:
-            resp = self._http.post(
-                f"{self.endpoint}/vision/v3.2/analyze", params=params, headers=headers, **request
-            )
-        except httpx.HTTPError as exc:
-            raise error_from_httpx(exc, backend=self.name, source=image.source) from exc
-        if resp.status_code != 200:
-            raise error_from_http(
-                resp.status_code,
-                resp.headers,
-                resp.content,
-                backend=self.name,
-                service="Computer Vision v3.2",
-                source=image.source,
-            )
-        try:
-            return resp.json()
-        except ValueError as exc:
-            raise ServiceError(
-                "Computer Vision v3.2 answered HTTP 200 with a body that is not JSON",
-                status_code=200,
-                backend=self.name,
-                source=image.source,
-            ) from exc
-
-    def _auth_headers(self) -> dict[str, str]:
-        if self._credential is None:
-            assert self._key is not None
-            return {"Ocp-Apim-Subscription-Key": self._key.get()}
-        if isinstance(self._credential, AzureKeyCredential):
-            return {"Ocp-Apim-Subscription-Key": self._credential.key}
-        with self._token_lock:
-            # Refresh five minutes early so a token never expires in flight.
-            if self._token is None or self._token.expires_on - time.time() < 300:
-                try:
-                    self._token = self._credential.get_token(_SCOPE)
-                except Exception as exc:
-                    raise error_from_azure_core(exc, backend=self.name) from exc
-            return {"Authorization": f"Bearer {self._token.token}"}
-
     def _close_clients(self) -> None:
         if self._client is not None:
             self._client.close()
-        if self._http is not None:
-            self._http.close()
+        if self._v32 is not None:
+            self._v32.close()
 
     def __repr__(self) -> str:
         auth = "key" if self._credential is None or not self._uses_token else type(self._credential).__name__
