@@ -99,6 +99,21 @@ class ConfigurationError(AzVisionError):
     """A missing or invalid setting (argument, environment variable, optional extra), found before a call."""
 
 
+def missing_extra(exc: ImportError, *, what: str, extra: str) -> ConfigurationError:
+    """The error for an optional part that is not installed (re-raises import errors of azvision itself).
+
+    Example:
+        >>> gone = ModuleNotFoundError("no", name="onnxruntime")
+        >>> print(missing_extra(gone, what="the onnx backend", extra="onnx"))
+        the onnx backend needs the 'onnx' extra (onnxruntime is missing): pip install 'azvision[onnx]'
+    """
+    if exc.name and exc.name.split(".")[0] == "azvision":
+        raise exc  # a bug of ours, not a missing extra
+    return ConfigurationError(
+        f"{what} needs the '{extra}' extra ({exc.name} is missing): pip install 'azvision[{extra}]'"
+    )
+
+
 class InvalidImageError(AzVisionError):
     """The image cannot be read or the service would reject it (missing, corrupt, unsupported, too big)."""
 

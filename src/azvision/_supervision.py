@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, missing_extra
 from ._models import Prediction
 
 if TYPE_CHECKING:
@@ -31,10 +31,7 @@ def _import_supervision() -> Any:
     try:
         import supervision
     except ImportError as exc:
-        raise ConfigurationError(
-            f"to_supervision() needs the supervision package ({exc.name} is missing): "
-            "pip install 'azvision[notebook]'"
-        ) from exc
+        raise missing_extra(exc, what="to_supervision()", extra="notebook") from exc
     return supervision
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._errors import AzVisionError, ConfigurationError
+from ._errors import AzVisionError, missing_extra
 from ._images import ImageLike
 from ._models import Prediction
 from ._protocol import Classifier
@@ -307,9 +307,7 @@ def plot_confusion_matrix(metrics: Metrics, path: str | os.PathLike[str]) -> Pat
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ConfigurationError(
-            "drawing the confusion matrix needs matplotlib: pip install 'azvision[eval]'"
-        ) from exc
+        raise missing_extra(exc, what="drawing the confusion matrix", extra="eval") from exc
     rows, cols = metrics.true_labels, metrics.labels
     shares = [[n / (sum(row) or 1) for n in row] for row in metrics.confusion_matrix]
     fig = Figure(figsize=(max(4.0, 1.0 + 0.7 * len(cols)), max(3.5, 1.0 + 0.6 * len(rows))), dpi=100)

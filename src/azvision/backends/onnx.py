@@ -27,7 +27,14 @@ from typing import Any, ClassVar
 
 from .._batch import RetryPolicy, Throttle, aiter_any, run_async_iter
 from .._config import ENV, setting
-from .._errors import AzVisionError, BackendTimeoutError, ConfigurationError, InvalidImageError, ServiceError
+from .._errors import (
+    AzVisionError,
+    BackendTimeoutError,
+    ConfigurationError,
+    InvalidImageError,
+    ServiceError,
+    missing_extra,
+)
 from .._images import ImageLike, ImageLimits, LoadedImage
 from .._models import Label, Prediction
 from ._base import BaseBackend
@@ -40,10 +47,7 @@ try:
     from .._preprocess import PreprocessSpec, spec_from_model_metadata, to_tensor, upright_rgb
     from ._onnx_export import Decoder, output_family, read_export, yolo_settings
 except ImportError as _missing:
-    raise ConfigurationError(
-        f"the onnx backend needs onnxruntime and numpy ({_missing.name} is missing): "
-        "pip install 'azvision[onnx]'"
-    ) from _missing
+    raise missing_extra(_missing, what="the onnx backend", extra="onnx") from _missing
 
 __all__ = ["OnnxBackend"]
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import __version__
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, missing_extra
 from .._registry import available_backends
 from . import classify, evaluate
 from ._output import error_line, usage_errors
@@ -150,11 +150,7 @@ def _emulator_parts() -> tuple[Any, Any]:
         from ..emulator._context import EmulatorConfig
         from ..emulator.server import serve
     except ImportError as exc:
-        if exc.name and exc.name.startswith("azvision"):
-            raise
-        raise ConfigurationError(
-            f"the emulator needs its extra ({exc.name} is missing): pip install 'azvision[emulator]'"
-        ) from exc
+        raise missing_extra(exc, what="the emulator", extra="emulator") from exc
     return serve, EmulatorConfig
 
 

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .._demo_data import make_dataset
-from .._errors import AzVisionError, ConfigurationError
+from .._errors import AzVisionError, missing_extra
 from .._models import Prediction
 from .._pricing import cost_per_1000_images, describe_basis
 from .._protocol import Classifier
@@ -167,11 +167,7 @@ def _emulator_type() -> type[Emulator]:
     try:
         from ..emulator.server import Emulator
     except ImportError as exc:
-        if exc.name and exc.name.startswith("azvision"):
-            raise
-        raise ConfigurationError(
-            f"the demo needs the emulator ({exc.name} is missing): pip install 'azvision[all]'"
-        ) from exc
+        raise missing_extra(exc, what="the demo", extra="all") from exc
     return Emulator
 
 
