@@ -264,3 +264,13 @@ def test_a_429_with_no_history_does_not_invent_a_rate() -> None:
     throttle = Throttle()
     throttle.throttled(0.01)
     assert throttle.learned_rps is None
+
+
+def test_a_cool_down_longer_than_the_deadline_ends_the_input_at_once() -> None:
+    backend = ScriptedBackend(retry=RetryPolicy(deadline=0.5))
+    backend._throttle.throttled(5.0)  # another request was told to wait 5 s
+    started = time.monotonic()
+    with pytest.raises(BackendTimeoutError, match="cool-down would pass the"):
+        backend.classify(png(500))
+    assert time.monotonic() - started < 0.5
+    assert backend.calls == []

@@ -28,7 +28,7 @@ from .._batch import (
     wait_before_retry,
 )
 from .._config import Secret
-from .._errors import AzVisionError
+from .._errors import AzVisionError, BackendTimeoutError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
 
@@ -96,7 +96,7 @@ class BaseBackend(ABC):
         loaded = self._load(image)
         state = self.retry.start(self._rng)
         while True:
-            time.sleep(self._throttle.reserve())
+            time.sleep(self._slot_wait(state, loaded))
             started = time.perf_counter()
             try:
                 return self._finish(self._predict(loaded), loaded, started)
@@ -111,13 +111,26 @@ class BaseBackend(ABC):
         loaded = await loop.run_in_executor(self._pool(), self._load, image)
         state = self.retry.start(self._rng)
         while True:
-            await asyncio.sleep(self._throttle.reserve())
+            await asyncio.sleep(self._slot_wait(state, loaded))
             started = time.perf_counter()
             try:
                 return self._finish(await self._apredict(loaded), loaded, started)
             except AzVisionError as exc:
                 self._annotate(exc, loaded)
                 await asyncio.sleep(self._on_failure(state, exc))
+
+    def _slot_wait(self, state: RetryState, loaded: LoadedImage) -> float:
+        """Seconds until this input may be sent; a timeout error if that is past its deadline."""
+        wait = self._throttle.reserve()
+        remaining = state.remaining()
+        if remaining is not None and wait > remaining:
+            raise BackendTimeoutError(
+                f"gave up after {state.attempts} attempt(s): waiting {wait:.1f} s for the rate limit or a "
+                f"server-requested cool-down would pass the {state.policy.deadline:.0f} s deadline",
+                backend=self.name,
+                source=loaded.source,
+            )
+        return wait
 
     def _on_failure(self, state: RetryState, exc: AzVisionError) -> float:
         return wait_before_retry(state, self._throttle, exc)
