@@ -32,21 +32,7 @@ def png_bytes() -> bytes:
 @pytest.fixture(autouse=True)
 def _no_azure_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never pick up a developer's real Azure settings by accident."""
-    for name in (
-        "AZVISION_BACKEND",
-        "CUSTOM_VISION_PREDICTION_ENDPOINT",
-        "CUSTOM_VISION_PREDICTION_KEY",
-        "CUSTOM_VISION_PROJECT_ID",
-        "CUSTOM_VISION_ITERATION_NAME",
-        "CUSTOM_VISION_TRAINING_ENDPOINT",
-        "CUSTOM_VISION_TRAINING_KEY",
-        "CUSTOM_VISION_PREDICTION_RESOURCE_ID",
-        "VISION_ENDPOINT",
-        "VISION_KEY",
-        "AZUREML_SCORING_URI",
-        "AZUREML_ENDPOINT_KEY",
-        "AZUREML_DEPLOYMENT",
-        "AZVISION_ONNX_MODEL_PATH",
-        "AZVISION_ONNX_LABELS_PATH",
-    ):
+    from azvision._config import ENV
+
+    for name in {"AZVISION_BACKEND", *(var for names in ENV.values() for var in names.values())}:
         monkeypatch.delenv(name, raising=False)

@@ -36,6 +36,9 @@ ENV: dict[str, dict[str, str]] = {
         "scoring_uri": "AZUREML_SCORING_URI",
         "key": "AZUREML_ENDPOINT_KEY",
         "deployment": "AZUREML_DEPLOYMENT",
+        "subscription_id": "AZURE_SUBSCRIPTION_ID",
+        "resource_group": "AZURE_RESOURCE_GROUP",
+        "workspace": "AZUREML_WORKSPACE",
     },
     "onnx": {"model_path": "AZVISION_ONNX_MODEL_PATH", "labels_path": "AZVISION_ONNX_LABELS_PATH"},
 }

@@ -233,9 +233,13 @@ def error_from_msrest(
 
 
 def error_from_azure_core(
-    exc: Exception, *, backend: str | None = None, source: str | None = None
+    exc: Exception,
+    *,
+    backend: str | None = None,
+    source: str | None = None,
+    service: str = "Image Analysis",
 ) -> AzVisionError:
-    """Map an ``azure-core`` exception (the Image Analysis SDK) to a typed error."""
+    """Map an ``azure-core`` exception (Image Analysis, the Azure ML control plane) to a typed error."""
     from azure.core.exceptions import (
         ClientAuthenticationError,
         HttpResponseError,
@@ -256,7 +260,7 @@ def error_from_azure_core(
             dict(resp.headers),
             body,
             backend=backend,
-            service="Image Analysis",
+            service=service,
             source=source,
         )
     if isinstance(exc, ClientAuthenticationError):  # a credential failed to get a token: no HTTP answer
@@ -265,24 +269,24 @@ def error_from_azure_core(
         )
     if isinstance(exc, HttpResponseError):  # no response object: the answer broke off mid-body
         return BackendConnectionError(
-            f"the answer from Image Analysis was cut off: {type(exc).__name__}",
+            f"the answer from {service} was cut off: {type(exc).__name__}",
             backend=backend,
             source=source,
         )
     if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
-        return BackendTimeoutError("no answer in time from Image Analysis", backend=backend, source=source)
+        return BackendTimeoutError(f"no answer in time from {service}", backend=backend, source=source)
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return BackendConnectionError(
-            f"the connection to Image Analysis failed or was dropped: {type(exc).__name__}",
+            f"the connection to {service} failed or was dropped: {type(exc).__name__}",
             backend=backend,
             source=source,
         )
     if isinstance(exc, ValueError):  # a 200 whose body is not JSON (json.JSONDecodeError is a ValueError)
         return ServiceError(
-            f"Image Analysis answered with a body that is not valid JSON: {type(exc).__name__}",
+            f"{service} answered with a body that is not valid JSON: {type(exc).__name__}",
             backend=backend,
             source=source,
         )
     return AzVisionError(
-        f"Image Analysis client error: {type(exc).__name__}: {exc}", backend=backend, source=source
+        f"{service} client error: {type(exc).__name__}: {exc}", backend=backend, source=source
     )

@@ -191,6 +191,52 @@ class AzureMLEndpointBackend(BaseBackend):
         self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._aclients_lock = threading.Lock()
 
+    @classmethod
+    def from_workspace(
+        cls,
+        endpoint_name: str,
+        *,
+        subscription_id: str | None = None,
+        resource_group: str | None = None,
+        workspace: str | None = None,
+        credential: TokenCredential | None = None,
+        deployment: str | None = None,
+        ml_client: Any = None,
+        **options: Any,
+    ) -> AzureMLEndpointBackend:
+        """Look the endpoint up in its workspace (the ``ml`` extra: ``pip install 'azvision[ml]'``).
+
+        The workspace is ``subscription_id``/``resource_group``/``workspace`` (else ``AZURE_SUBSCRIPTION_ID``,
+        ``AZURE_RESOURCE_GROUP``, ``AZUREML_WORKSPACE``), reached with ``credential`` (default
+        ``DefaultAzureCredential()``), or an existing ``azure.ai.ml.MLClient`` as ``ml_client``. The
+        endpoint's auth mode decides the data-plane auth: ``key`` uses its primary key, ``aad_token`` the
+        credential (Entra tokens, refreshed as needed), ``aml_token`` a token from the workspace. AML tokens
+        expire and this backend does not renew them: when requests start failing with
+        :class:`AuthenticationError`, call ``from_workspace`` again for a fresh one. ``options`` go to the
+        constructor (``request_format``, ``parser``, ``labels``, ``timeout``, ...).
+
+        Example:
+            >>> clf = AzureMLEndpointBackend.from_workspace(  # doctest: +SKIP
+            ...     "dogs", subscription_id="...", resource_group="vision-rg", workspace="vision-ws",
+            ...     request_format="automl")
+            >>> clf.classify("rex.jpg").label  # doctest: +SKIP
+            'beagle'
+        """
+        from ._aml_workspace import find_endpoint
+
+        access = find_endpoint(
+            endpoint_name,
+            subscription_id=subscription_id,
+            resource_group=resource_group,
+            workspace=workspace,
+            credential=credential,
+            deployment=deployment,
+            ml_client=ml_client,
+        )
+        return cls(
+            access.scoring_uri, access.key, credential=access.credential, deployment=deployment, **options
+        )
+
     def __repr__(self) -> str:
         auth = "entra" if isinstance(self._auth, _EntraAuth) else "key"
         return (
