@@ -214,6 +214,12 @@ def _describe_non_image(data: bytes) -> str:
         return "this is an SVG (vector) file: rasterise it to PNG first"
     if head[:1] in {b"<", b"{", b"["}:
         return "this is text (HTML/JSON/XML), not an image"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(ch.isprintable() or ch.isspace() for ch in text):
+        return "this is plain text, not a recognised image"
     return "the data is not a recognised image (corrupt, truncated or an unsupported format)"
 
 
