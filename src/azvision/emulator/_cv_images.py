@@ -71,19 +71,22 @@ class ImagesApi(ApiBase):
         return JSONResponse([image_json(project, i, self.service.blob_base) for i in images])
 
     # -- images: upload ----------------------------------------------------------------------
+    def _batch_entries(self, body: Any) -> list[dict[str, Any]]:
+        """The ``images`` of a JSON upload batch, checked like the service (shape and batch size)."""
+        entries = body.get("images") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise CVError(400, "BadRequestImageBatch", 'The body must be {"images": [...]}.')
+        self._check_batch(entries)
+        return [entry if isinstance(entry, dict) else {} for entry in entries]
+
     async def create_images_from_data(self, request: Request) -> Response:
         uploads = await read_images(request)
         return await self._create(request, uploads)
 
     async def create_images_from_files(self, request: Request) -> Response:
         body = await json_body(request)
-        entries = body.get("images") if isinstance(body, dict) else None
-        if not isinstance(entries, list):
-            raise CVError(400, "BadRequestImageBatch", 'The body must be {"images": [...]}.')
-        self._check_batch(entries)
         uploads = []
-        for entry in entries:
-            entry = entry if isinstance(entry, dict) else {}
+        for entry in self._batch_entries(body):
             try:
                 data = base64.b64decode(entry.get("contents") or "", validate=True)
             except (binascii.Error, ValueError, TypeError):
@@ -101,13 +104,8 @@ class ImagesApi(ApiBase):
 
     async def create_images_from_urls(self, request: Request) -> Response:
         body = await json_body(request)
-        entries = body.get("images") if isinstance(body, dict) else None
-        if not isinstance(entries, list):
-            raise CVError(400, "BadRequestImageBatch", 'The body must be {"images": [...]}.')
-        self._check_batch(entries)
         uploads = []
-        for entry in entries:
-            entry = entry if isinstance(entry, dict) else {}
+        for entry in self._batch_entries(body):
             url = str(entry.get("url") or "")
             upload = Upload(url, b"", [str(t).lower() for t in entry.get("tagIds") or []])
             upload.regions = list(entry.get("regions") or [])
