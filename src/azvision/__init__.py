@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._batch import RetryPolicy
 from ._errors import (
     AuthenticationError,
     AzVisionError,
@@ -30,6 +29,7 @@ from ._errors import (
 from ._models import BoundingBox, Label, Prediction
 from ._protocol import Classifier
 from ._registry import available_backends, create_classifier, register_backend
+from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .backends.azure_ml import AzureMLEndpointBackend

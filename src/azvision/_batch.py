@@ -1,192 +1,175 @@
-"""The one retry layer and the one batch engine, shared by every backend.
+"""The one batch engine: in-order streaming with bounded concurrency and memory, sync and async.
 
-* :class:`RetryPolicy` — honours ``Retry-After``/``retry-after-ms`` on 429 and 503, backs off with jitter on
-  5xx and dropped connections, never retries earlier than the server asked, and stops at a total deadline.
-* :class:`Throttle` — a client-side rate limit (``max_rps``) plus a shared "cool-down" gate: when one
-  request is told to wait, every request waits, so a batch does not turn one 429 into a storm.
-* :func:`ordered_map` — bounded-concurrency, in-order streaming with bounded memory: at most ``window``
-  inputs are read ahead of the one being yielded, so an iterator of a million paths is never materialised.
+* [thread_map][azvision._batch.thread_map] — the sync path: a plain thread pool, no event loop.
+* [ordered_map][azvision._batch.ordered_map] — the async path, for ``aclassify_many``.
+* [BatchContext][azvision._batch.BatchContext] — what belongs to one batch: its own rate limit, its
+  breaker, and the stop signal that ends its waits when the consumer goes away.
+
+Both maps read at most ``window`` inputs ahead of the one being yielded (an iterator of a million paths is
+never materialised), answer every input in its place (a failing item yields its
+[AzVisionError][azvision.AzVisionError]) and stop their work when the caller stops reading.
 
 Example:
-    >>> import asyncio
-    >>> async def double(x: int) -> int:
-    ...     return 2 * x
-    >>> async def main() -> list[object]:
-    ...     return [r async for r in ordered_map(range(5), double, concurrency=2)]
-    >>> asyncio.run(main())
+    >>> list(thread_map(range(5), lambda x: 2 * x, concurrency=2))
     [0, 2, 4, 6, 8]
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import queue
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from ._errors import AzVisionError, BackendTimeoutError, RateLimitError
+from ._errors import AzVisionError
+from ._retry import Breaker, Pacer
 
 __all__ = [
-    "RetryPolicy",
-    "RetryState",
-    "Throttle",
+    "BatchContext",
+    "BatchStopped",
     "aiter_any",
+    "auto_concurrency",
     "ordered_map",
-    "run_async_iter",
-    "wait_before_retry",
+    "thread_map",
 ]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How failed calls are retried. The only retry layer: vendor clients' own retries are switched off.
+class BatchStopped(BaseException):
+    """Raised inside a batch's workers once its consumer has gone away (not an input's outcome)."""
+
+
+class BatchContext:
+    """What one batch owns: its ``max_rps`` (the client's learned view of the service stays shared), the
+    breaker that stops it after repeated identical errors, and a stop signal for its waits.
 
     Example:
-        >>> RetryPolicy(max_attempts=1).max_attempts  # never retry
-        1
+        >>> ctx = BatchContext(max_rps=5)
+        >>> ctx.pacer.rate
+        5
     """
 
-    max_attempts: int = 6
-    backoff_base: float = 0.25
-    backoff_max: float = 20.0
-    #: Total seconds one input may take, retries and waits included.
-    deadline: float | None = 120.0
-    #: Extra random wait on top of a server's Retry-After, as a fraction of it (spreads the herd).
-    retry_after_jitter: float = 0.1
-
-    def start(self, rng: random.Random | None = None) -> RetryState:
-        """A fresh state for one input."""
-        return RetryState(self, rng or random.Random())
-
-
-class RetryState:
-    """Tracks one input's attempts; :meth:`next_delay` says how long to wait or re-raises."""
-
-    def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
-        self.policy = policy
-        self.rng = rng
-        self.attempts = 0
-        self.started = time.monotonic()
-
-    def remaining(self) -> float | None:
-        """Seconds left before the deadline (``None`` without one)."""
-        if self.policy.deadline is None:
-            return None
-        return self.policy.deadline - (time.monotonic() - self.started)
-
-    def next_delay(self, error: AzVisionError) -> float:
-        """Seconds to wait before the next attempt; raises ``error`` when it must not be retried."""
-        self.attempts += 1
-        if not error.retryable or self.attempts >= self.policy.max_attempts:
-            raise error
-        if error.retry_after is not None:
-            delay = error.retry_after * (1.0 + self.rng.uniform(0.0, self.policy.retry_after_jitter))
-            delay = max(delay, 0.01)
-        else:
-            cap = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (self.attempts - 1))
-            delay = self.rng.uniform(cap / 2, cap)  # "equal jitter": never zero, never synchronised
-        remaining = self.remaining()
-        if remaining is not None and delay >= remaining:
-            if isinstance(error, BackendTimeoutError):
-                raise error
-            raise BackendTimeoutError(
-                f"gave up after {self.attempts} attempt(s): the {self.policy.deadline:.0f} s deadline "
-                f"would pass before the next retry; last error: {error}",
-                status_code=error.status_code,
-                code=error.code,
-                backend=error.backend,
-                source=error.source,
-            ) from error
-        return delay
-
-
-class Throttle:
-    """Client-side pacing shared by all threads and tasks of one backend.
-
-    ``reserve()`` returns how long the caller must sleep before sending. It spaces requests at most
-    ``max_rps`` per second and holds everybody back while a server-requested cool-down runs. Without a
-    ``max_rps`` it learns one: on the first 429 it paces at the success rate of the last two seconds,
-    slows by 5 % on each later 429 and speeds up by 0.2 % per success — so a batch settles just under an
-    unknown quota instead of running stop-and-go.
-
-    Example:
-        >>> t = Throttle(max_rps=None)
-        >>> t.reserve()
-        0.0
-    """
-
-    _WINDOW = 2.0
-
-    def __init__(self, max_rps: float | None = None) -> None:
-        if max_rps is not None and max_rps <= 0:
-            raise ValueError("max_rps must be positive")
+    def __init__(
+        self,
+        *,
+        max_rps: float | None = None,
+        breaker: Breaker | None = None,
+        sleep: Callable[[float], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_rps = max_rps
-        #: The learned rate when no ``max_rps`` was given (``None`` until the first 429).
-        self.learned_rps: float | None = None
-        self._lock = threading.Lock()
-        self._next_slot = 0.0
-        self._gate_until = 0.0
-        self._successes: deque[float] = deque()
+        self.pacer = Pacer(max_rps, clock=clock) if max_rps is not None else None
+        self.breaker = breaker if breaker is not None else Breaker()
+        self.stop = threading.Event()
+        self._sleep = sleep
 
-    def _rate(self) -> float | None:
-        return self.max_rps or self.learned_rps
-
-    def reserve(self) -> float:
-        """Claim the next send slot; returns the seconds to wait for it."""
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._gate_until)
-            rate = self._rate()
-            if rate:
-                start = max(start, self._next_slot)
-                self._next_slot = start + 1.0 / rate
-            return start - now
-
-    def succeeded(self) -> None:
-        """Record an answered request (feeds the learned rate)."""
-        with self._lock:
-            now = time.monotonic()
-            self._successes.append(now)
-            while self._successes and self._successes[0] < now - self._WINDOW:
-                self._successes.popleft()
-            if self.learned_rps is not None:
-                self.learned_rps *= 1.002
-
-    def throttled(self, seconds: float) -> None:
-        """A 429: hold every caller back for ``seconds`` and, without ``max_rps``, slow the learned rate."""
-        with self._lock:
-            now = time.monotonic()
-            self._gate_until = max(self._gate_until, now + seconds)
-            if self.max_rps is not None:
-                return
-            if self.learned_rps is None:
-                recent = sum(1 for t in self._successes if t >= now - self._WINDOW)
-                if recent:  # no history yet: just wait as told, and learn from the next 429
-                    self.learned_rps = max(recent / self._WINDOW, 0.5)
-            else:
-                self.learned_rps = max(self.learned_rps * 0.95, 0.5)
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, ending early with [BatchStopped][azvision._batch.BatchStopped] on stop."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+            stopped = self.stop.is_set()
+        else:
+            stopped = self.stop.wait(seconds)
+        if stopped:
+            raise BatchStopped
 
 
-def wait_before_retry(state: RetryState, throttle: Throttle, error: AzVisionError) -> float:
-    """Seconds to wait before retrying ``error`` (re-raises it when it must not be retried).
+def _wrap(exc: Exception) -> AzVisionError:
+    wrapped = AzVisionError(f"unexpected {type(exc).__name__}: {exc}")
+    wrapped.__cause__ = exc
+    return wrapped
 
-    A 429 is about the quota everyone shares, so it holds the whole batch back through ``throttle``;
-    any other retry (a 503 with Retry-After, a dropped connection) waits only for its own request.
+
+def thread_map(
+    items: Iterable[T],
+    fn: Callable[[T], R],
+    *,
+    concurrency: int | Callable[[], int],
+    window: int | None = None,
+    pool: ThreadPoolExecutor | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[R | AzVisionError]:
+    """Apply ``fn`` to every item on worker threads; yield outcomes in input order.
+
+    At most ``concurrency`` items run at once (a callable is read before each start), and at most
+    ``window`` are read ahead. Work goes on between ``next()`` calls: each finished item starts the next.
+    A ``KeyboardInterrupt`` in a worker reaches the caller; closing the iterator (``break``, Ctrl-C,
+    garbage collection) sets ``stop`` and starts nothing more.
+
+    Example:
+        >>> list(thread_map(["a", "b"], str.upper, concurrency=4))
+        ['A', 'B']
     """
-    delay = state.next_delay(error)
-    if isinstance(error, RateLimitError):
-        throttle.throttled(delay)
-    return delay
+    limit = concurrency if callable(concurrency) else (lambda: concurrency)
+    read_ahead = window or max(2 * limit(), 8)
+    own_pool = pool is None
+    workers = pool or ThreadPoolExecutor(max_workers=max(1, min(64, limit())), thread_name_prefix="azvision")
+    stopped = stop or threading.Event()
+    lock = threading.Lock()
+    waiting: deque[tuple[T, Future[R | AzVisionError]]] = deque()
+    running = 0
+
+    def run(item: T, future: Future[R | AzVisionError]) -> None:
+        nonlocal running
+        try:
+            future.set_result(fn(item))
+        except AzVisionError as exc:
+            future.set_result(exc)
+        except Exception as exc:
+            future.set_result(_wrap(exc))
+        except BaseException as exc:  # KeyboardInterrupt, BatchStopped: handed to the consumer
+            future.set_exception(exc)
+        finally:
+            with lock:
+                running -= 1
+            start_more()
+
+    def start_more() -> None:
+        nonlocal running
+        while True:
+            with lock:
+                if stopped.is_set() or not waiting or running >= max(1, limit()):
+                    return
+                item, future = waiting.popleft()
+                running += 1
+            try:
+                workers.submit(run, item, future)
+            except RuntimeError:  # the pool was shut down under us: the batch is over
+                with lock:
+                    running -= 1
+                return
+
+    slots: deque[Future[R | AzVisionError]] = deque()
+    iterator = iter(items)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(slots) < read_ahead:
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    exhausted = True
+                    break
+                future: Future[R | AzVisionError] = Future()
+                with lock:
+                    waiting.append((item, future))
+                slots.append(future)
+            start_more()
+            if not slots:
+                return
+            yield slots.popleft().result()
+    finally:
+        stopped.set()
+        with lock:
+            waiting.clear()
+        if own_pool:
+            workers.shutdown(wait=False, cancel_futures=True)
 
 
 async def ordered_map(
@@ -195,13 +178,16 @@ async def ordered_map(
     *,
     concurrency: int | Callable[[], int],
     window: int | None = None,
-    on_error: Callable[[T, BaseException], R | AzVisionError] | None = None,
 ) -> AsyncIterator[R | AzVisionError]:
-    """Apply ``fn`` to every item with bounded concurrency; yield results in input order.
+    """Async form of [thread_map][azvision._batch.thread_map]: ``fn`` is a coroutine function.
 
-    A failing item yields its :class:`AzVisionError` in its place (other exceptions are wrapped into one,
-    chained), so the output always has exactly one entry per input. ``concurrency`` may be a callable,
-    read before each start, for adaptive sizing.
+    Example:
+        >>> async def double(x: int) -> int:
+        ...     return 2 * x
+        >>> async def main() -> list[object]:
+        ...     return [r async for r in ordered_map(range(5), double, concurrency=2)]
+        >>> asyncio.run(main())
+        [0, 2, 4, 6, 8]
     """
     limit = concurrency if callable(concurrency) else (lambda: concurrency)
     read_ahead = window or max(2 * limit(), 8)
@@ -218,14 +204,8 @@ async def ordered_map(
             return await fn(item)
         except AzVisionError as exc:
             return exc
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
-            if on_error is not None:
-                return on_error(item, exc)
-            wrapped = AzVisionError(f"unexpected {type(exc).__name__}: {exc}")
-            wrapped.__cause__ = exc
-            return wrapped
+            return _wrap(exc)
         finally:
             running -= 1
             wake.set()
@@ -260,88 +240,6 @@ async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
     else:
         for item in items:
             yield item
-
-
-_DONE = object()
-
-
-class _Fatal:
-    """An exception that ended the async side (not an item's outcome): re-raised to the consumer."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def run_async_iter(make: Callable[[], AsyncIterator[R]], *, buffer: int = 64) -> Iterator[R]:
-    """Drive an async iterator on a private event loop thread and stream its items to a sync caller.
-
-    Closing the returned generator (``break``, Ctrl-C, garbage collection) cancels the async side.
-    """
-    out: queue.Queue[object] = queue.Queue(maxsize=max(1, buffer))
-    stop = threading.Event()
-    loop = asyncio.new_event_loop()
-    task_holder: list[asyncio.Task[None]] = []
-
-    async def pump() -> None:
-        agen = make()
-        try:
-            async for item in agen:
-                while not stop.is_set():
-                    try:
-                        out.put_nowait(item)
-                        break
-                    except queue.Full:
-                        await asyncio.sleep(0.005)
-                if stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer, who re-raises it
-            out.put(_Fatal(exc))
-        finally:
-            with contextlib.suppress(Exception):
-                await agen.aclose()  # type: ignore[attr-defined]
-            out.put(_DONE)
-
-    def runner() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            task = loop.create_task(pump())
-            task_holder.append(task)
-            with contextlib.suppress(asyncio.CancelledError):
-                loop.run_until_complete(task)
-        except BaseException as exc:  # KeyboardInterrupt/SystemExit escape asyncio and stop the loop
-            out.put(_Fatal(exc))
-            # Finish the orphaned tasks here; left to the garbage collector they would run their
-            # cleanup on a closed loop at some random later moment.
-            leftovers = asyncio.all_tasks(loop)
-            for leftover in leftovers:
-                leftover.cancel()
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        finally:
-            out.put(_DONE)
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    thread = threading.Thread(target=runner, name="azvision-batch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            got = out.get()
-            if got is _DONE:
-                return
-            if isinstance(got, _Fatal):
-                raise got.exc
-            yield got  # type: ignore[misc]
-    finally:
-        stop.set()
-        if thread.is_alive() and task_holder:
-            with contextlib.suppress(RuntimeError):  # the loop may close between the check and the call
-                loop.call_soon_threadsafe(task_holder[0].cancel)
-        while thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                out.get(timeout=0.05)
-        thread.join()
 
 
 def auto_concurrency(max_rps: float | None, latency_s: float, *, default: int, cap: int = 64) -> int:

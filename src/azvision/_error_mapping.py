@@ -32,6 +32,7 @@ from ._errors import (
 )
 
 __all__ = [
+    "connection_reason",
     "error_from_azure_core",
     "error_from_http",
     "error_from_httpx",
@@ -185,10 +186,13 @@ def error_from_httpx(
     if isinstance(exc, httpx.TimeoutException):
         return BackendTimeoutError(f"no answer in time: {type(exc).__name__}", backend=backend, source=source)
     if isinstance(exc, httpx.TransportError):
+        reason = connection_reason(exc)
         return BackendConnectionError(
-            f"the connection failed or was dropped: {type(exc).__name__}: {exc}",
+            f"the connection failed{_REASONS.get(reason or '', ' or was dropped')}: "
+            f"{type(exc).__name__}: {exc}",
             backend=backend,
             source=source,
+            reason=reason,
         )
     return AzVisionError(f"HTTP client error: {type(exc).__name__}: {exc}", backend=backend, source=source)
 
@@ -216,10 +220,13 @@ def error_from_msrest(
         inner = getattr(exc, "inner_exception", None) or exc.__cause__
         if isinstance(inner, requests.Timeout):
             return BackendTimeoutError("no answer in time from Custom Vision", backend=backend, source=source)
+        reason = connection_reason(exc)
         return BackendConnectionError(
-            f"the connection to Custom Vision failed or was dropped: {type(inner or exc).__name__}",
+            f"the connection to Custom Vision failed{_REASONS.get(reason or '', ' or was dropped')}: "
+            f"{type(inner or exc).__name__}",
             backend=backend,
             source=source,
+            reason=reason,
         )
     if isinstance(exc, ValueError):  # msrest's DeserializationError, or a 200 whose body is not JSON
         return ServiceError(
@@ -276,10 +283,13 @@ def error_from_azure_core(
     if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
         return BackendTimeoutError(f"no answer in time from {service}", backend=backend, source=source)
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        reason = connection_reason(exc)
         return BackendConnectionError(
-            f"the connection to {service} failed or was dropped: {type(exc).__name__}",
+            f"the connection to {service} failed{_REASONS.get(reason or '', ' or was dropped')}: "
+            f"{type(exc).__name__}",
             backend=backend,
             source=source,
+            reason=reason,
         )
     if isinstance(exc, ValueError):  # a 200 whose body is not JSON (json.JSONDecodeError is a ValueError)
         return ServiceError(
@@ -290,3 +300,50 @@ def error_from_azure_core(
     return AzVisionError(
         f"{service} client error: {type(exc).__name__}: {exc}", backend=backend, source=source
     )
+
+
+_REASONS = {
+    "refused": ": connection refused (nothing listens at that address: check the endpoint)",
+    "dns": ": the host name does not resolve (check the endpoint)",
+    "tls": ": the TLS handshake failed (check the endpoint's scheme and certificate)",
+}
+_REASON_TEXT = (
+    ("refused", ("connection refused", "errno 111", "winerror 10061")),
+    ("dns", ("name or service not known", "nodename nor servname", "getaddrinfo failed", "name resolution")),
+    ("tls", ("certificate verify failed", "ssl:", "wrong version number", "tlsv1 alert")),
+)
+
+
+def connection_reason(exc: BaseException) -> str | None:
+    """Why a connection failed — ``"refused"``, ``"dns"``, ``"tls"`` — from the chain of causes, if it says.
+
+    Example:
+        >>> connection_reason(OSError(111, "Connection refused"))
+        'refused'
+    """
+    import socket
+    import ssl
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    texts: list[str] = []
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "refused"
+        if isinstance(current, socket.gaierror):
+            return "dns"
+        if isinstance(current, ssl.SSLError):
+            return "tls"
+        texts.append(str(current).lower())
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += [getattr(current, "inner_exception", None), *current.args]
+        todo.extend(e for e in linked if isinstance(e, BaseException))
+    text = " ".join(texts)
+    for reason, needles in _REASON_TEXT:
+        if any(needle in text for needle in needles):
+            return reason
+    return None

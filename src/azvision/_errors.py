@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthenticationError",
     "AzVisionError",
@@ -38,6 +40,9 @@ class AzVisionError(Exception):
     """
 
     _retryable = False
+    #: True on the inputs a batch answered without sending, after its breaker tripped (see
+    #: ``Breaker``): a wrong key or endpoint fails every input the same way.
+    stopped_batch: bool = False
 
     def __init__(
         self,
@@ -156,6 +161,18 @@ class BackendTimeoutError(AzVisionError):
 
 
 class BackendConnectionError(AzVisionError):
-    """The connection failed or was dropped before an answer arrived."""
+    """The connection failed or was dropped before an answer arrived.
+
+    ``reason`` says why when it is known: ``"refused"`` (nothing listens there), ``"dns"`` (the host name
+    does not resolve), ``"tls"`` (the TLS handshake failed) or ``"dropped"``.
+
+    Example:
+        >>> BackendConnectionError("could not connect", reason="refused").reason
+        'refused'
+    """
 
     _retryable = True
+
+    def __init__(self, message: str, *, reason: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason

@@ -21,8 +21,9 @@ from azvision import (
     RetryPolicy,
     ServiceError,
 )
-from azvision._batch import Throttle, auto_concurrency, ordered_map, run_async_iter
+from azvision._batch import auto_concurrency, ordered_map, thread_map
 from azvision._images import ImageLimits, LoadedImage
+from azvision._retry import Breaker, Throttle, VirtualClock
 from azvision.backends._base import BaseBackend
 
 
@@ -44,7 +45,7 @@ class ScriptedBackend(BaseBackend):
     def _predict(self, image: LoadedImage) -> Prediction:
         assert image.data is not None
         with self.lock:
-            self.calls.append((image.data, time.monotonic()))
+            self.calls.append((image.data, self._clock()))
             queue = self.script.get(image.data, [])
             outcome = queue.pop(0) if queue else None
         if self.delay:
@@ -54,6 +55,15 @@ class ScriptedBackend(BaseBackend):
         return Prediction(
             labels=[Label(name=image.data.decode(errors="replace")[:8], confidence=1.0)], backend=self.name
         )
+
+
+def virtual(backend: ScriptedBackend) -> VirtualClock:
+    """Run ``backend``'s waits in virtual time."""
+    clock = VirtualClock()
+    backend._clock = clock.now
+    backend._sleep = clock.sleep
+    backend._throttle = Throttle(backend._throttle.max_rps, clock=clock.now)
+    return clock
 
 
 def png(i: int) -> bytes:
@@ -89,6 +99,7 @@ def test_bad_inputs_yield_errors_in_place_and_batch_goes_on() -> None:
 def test_retry_after_is_honoured_and_never_undercut() -> None:
     img = png(3)
     backend = ScriptedBackend({img: [RateLimitError("throttled", status_code=429, retry_after=0.3)]})
+    virtual(backend)
     backend.classify(img)
     (_, first), (_, second) = backend.calls
     assert second - first >= 0.3
@@ -126,18 +137,19 @@ def test_deadline_stops_retries_with_timeout_error() -> None:
     backend = ScriptedBackend(
         {img: [RateLimitError("slow", status_code=429, retry_after=5.0)]}, retry=RetryPolicy(deadline=1.0)
     )
-    started = time.monotonic()
+    clock = virtual(backend)
     with pytest.raises(BackendTimeoutError, match="deadline"):
         backend.classify(img)
-    assert time.monotonic() - started < 1.0  # gave up at once instead of sleeping past the deadline
+    assert clock.now() < 1.0  # gave up at once instead of sleeping past the deadline
 
 
 def test_one_429_holds_back_the_whole_batch() -> None:
     throttled = png(8)
     others = [png(100 + i) for i in range(6)]
     backend = ScriptedBackend(
-        {throttled: [RateLimitError("slow", status_code=429, retry_after=0.4)]}, concurrency=2
+        {throttled: [RateLimitError("slow", status_code=429, retry_after=0.4)]}, concurrency=1
     )
+    virtual(backend)
     list(backend.classify_many([throttled, *others]))
     t429 = backend.calls[0][1]
     later = [t for data, t in backend.calls[1:] if t > t429 + 0.05]
@@ -147,11 +159,11 @@ def test_one_429_holds_back_the_whole_batch() -> None:
 
 def test_max_rps_spaces_requests() -> None:
     images = [png(200 + i) for i in range(11)]
-    backend = ScriptedBackend(concurrency=8)
-    started = time.monotonic()
+    backend = ScriptedBackend(concurrency=1)
+    virtual(backend)
     list(backend.classify_many(images, max_rps=20))
-    elapsed = time.monotonic() - started
-    assert elapsed >= 0.45  # 11 requests at 20/s need at least 10 intervals of 50 ms
+    sent = [t for _, t in backend.calls]
+    assert all(b - a >= 0.05 - 1e-9 for a, b in zip(sent, sent[1:], strict=False))  # 20/s: 50 ms apart
 
 
 def test_read_ahead_is_bounded() -> None:
@@ -172,13 +184,16 @@ def test_read_ahead_is_bounded() -> None:
 
 
 def test_throttle_pacing_and_gate() -> None:
-    throttle = Throttle(max_rps=10)
-    waits = [throttle.reserve() for _ in range(3)]
-    assert waits[0] == pytest.approx(0, abs=0.01)
-    assert waits[2] == pytest.approx(0.2, abs=0.02)
-    gate = Throttle()
-    gate.throttled(0.5)
-    assert gate.reserve() == pytest.approx(0.5, abs=0.02)
+    clock = VirtualClock()
+    throttle = Throttle(max_rps=10, clock=clock.now)
+    states = [
+        RetryPolicy().start(clock=clock.now, throttle=throttle, pacers=throttle.pacers()) for _ in range(3)
+    ]
+    waits = [s.send_wait() for s in states]
+    assert waits == pytest.approx([0.0, 0.1, 0.2])
+    gate = Throttle(clock=clock.now)
+    gate.throttled(0.5, sent_at=0.0)
+    assert RetryPolicy().start(clock=clock.now, throttle=gate).send_wait() == pytest.approx(0.5)
 
 
 def test_ordered_map_wraps_unexpected_exceptions() -> None:
@@ -196,15 +211,15 @@ def test_ordered_map_wraps_unexpected_exceptions() -> None:
     assert isinstance(out[2].__cause__, KeyError)
 
 
-def test_run_async_iter_propagates_fatal_errors() -> None:
-    async def broken() -> object:
-        yield 1
-        raise RuntimeError("engine broke")
+def test_thread_map_wraps_unexpected_exceptions_in_place() -> None:
+    def work(x: int) -> int:
+        if x == 2:
+            raise KeyError("bug")
+        return x
 
-    it = run_async_iter(broken)  # type: ignore[arg-type]
-    assert next(it) == 1
-    with pytest.raises(RuntimeError, match="engine broke"):
-        next(it)
+    out = list(thread_map(range(4), work, concurrency=2))
+    assert out[0] == 0 and out[3] == 3
+    assert isinstance(out[2], AzVisionError) and isinstance(out[2].__cause__, KeyError)
 
 
 def test_auto_concurrency_follows_littles_law() -> None:
@@ -234,43 +249,75 @@ def test_keyboard_interrupt_in_a_worker_reaches_the_caller_instead_of_hanging() 
 
 
 def test_a_503_with_retry_after_waits_only_for_its_own_image() -> None:
-    failing = png(400)
-    others = [png(401 + i) for i in range(4)]
-    backend = ScriptedBackend(
-        {failing: [ServiceError("busy", status_code=503, retry_after=0.5)]}, concurrency=4
-    )
-    list(backend.classify_many([failing, *others]))
-    t503 = backend.calls[0][1]
-    others_sent = [t for data, t in backend.calls if data != failing]
-    assert all(t < t503 + 0.4 for t in others_sent)  # nobody else was held back
+    clock = VirtualClock()
+    throttle = Throttle(clock=clock.now)
+    own = RetryPolicy().start(clock=clock.now, throttle=throttle)
+    assert own.failed(ServiceError("busy", status_code=503, retry_after=0.5)) >= 0.5
+    other = RetryPolicy().start(clock=clock.now, throttle=throttle)
+    assert other.send_wait() == 0.0  # nobody else is held back
 
 
-def test_without_max_rps_a_429_teaches_the_throttle_a_rate() -> None:
-    throttle = Throttle()
-    for _ in range(20):
+def test_a_burst_of_429s_is_one_congestion_signal() -> None:
+    clock = VirtualClock()
+    throttle = Throttle(clock=clock.now)
+    for _ in range(10):
         throttle.succeeded()
-    throttle.throttled(0.01)
-    assert throttle.learned_rps == pytest.approx(10.0)  # 20 successes in the last 2 s
-    throttle.throttled(0.01)
-    assert throttle.learned_rps == pytest.approx(9.5)
-    throttle.succeeded()
-    assert throttle.learned_rps == pytest.approx(9.5 * 1.002)
-    fixed = Throttle(max_rps=5)
-    fixed.throttled(0.01)
+    clock.sleep(0.1)
+    throttle.throttled(1.0, sent_at=0.0)  # first 429: rate from the last 2 s of successes
+    assert throttle.learned_rps == pytest.approx(5.0)
+    for _ in range(59):  # the rest of the burst, all sent before the cut
+        throttle.throttled(1.0, sent_at=0.05)
+    assert throttle.learned_rps == pytest.approx(5.0)
+    throttle.throttled(1.0, sent_at=clock.now() + 0.01)  # a request sent after the cut: a new signal
+    assert throttle.learned_rps == pytest.approx(5.0 * Throttle.CUT)
+
+
+def test_a_429_with_no_history_starts_slow_and_grows() -> None:
+    clock = VirtualClock()
+    throttle = Throttle(clock=clock.now)
+    throttle.throttled(1.0, sent_at=0.0)
+    assert throttle.learned_rps == Throttle.START_RPS
+    assert throttle.learned is not None
+    throttle.learned.commit(clock.now() + 10)  # requests queue behind the learned rate
+    for _ in range(4):
+        throttle.succeeded()
+    assert throttle.learned_rps > Throttle.START_RPS  # slow start: doubling per second of successes
+    fixed = Throttle(max_rps=5, clock=clock.now)
+    fixed.throttled(0.01, sent_at=0.0)
     assert fixed.learned_rps is None
 
 
-def test_a_429_with_no_history_does_not_invent_a_rate() -> None:
-    throttle = Throttle()
-    throttle.throttled(0.01)
-    assert throttle.learned_rps is None
+def test_a_batch_limit_belongs_to_the_batch() -> None:
+    backend = ScriptedBackend(concurrency=1)
+    virtual(backend)
+    list(backend.classify_many([png(600 + i) for i in range(3)], max_rps=2))
+    assert backend.max_rps is None  # the client's own limit is untouched afterwards
+    fast = [t for _, t in backend.calls]
+    assert fast[1] - fast[0] == pytest.approx(0.5)
+
+
+def test_identical_auth_errors_stop_the_batch_and_answer_every_input() -> None:
+    from azvision import AuthenticationError
+
+    denied = AuthenticationError("access denied", status_code=401)
+    images = [png(700 + i) for i in range(20)]
+    backend = ScriptedBackend({img: [denied] for img in images}, concurrency=1)
+    out = list(backend.classify_many(images))
+    assert len(out) == 20 and all(isinstance(o, AuthenticationError) for o in out)
+    assert len(backend.calls) == 3  # three identical answers, then nothing more was sent
+    assert all(o.stopped_batch for o in out[3:])  # type: ignore[union-attr]
+    breaker = Breaker()
+    breaker.record(denied)
+    breaker.record(None)  # a success in between resets the count
+    breaker.record(denied)
+    assert breaker.tripped is None
 
 
 def test_a_cool_down_longer_than_the_deadline_ends_the_input_at_once() -> None:
     backend = ScriptedBackend(retry=RetryPolicy(deadline=0.5))
-    backend._throttle.throttled(5.0)  # another request was told to wait 5 s
-    started = time.monotonic()
+    clock = virtual(backend)
+    backend._throttle.throttled(5.0, sent_at=0.0)  # another request was told to wait 5 s
     with pytest.raises(BackendTimeoutError, match="cool-down would pass the"):
         backend.classify(png(500))
-    assert time.monotonic() - started < 0.5
+    assert clock.now() == 0.0
     assert backend.calls == []

@@ -1,6 +1,6 @@
 """What every backend shares: image loading, the retry loop, throttling, batches, sync/async, lifecycle.
 
-A backend subclasses :class:`BaseBackend` and implements only :meth:`BaseBackend._predict` (one request for
+A backend subclasses `BaseBackend` and implements only `BaseBackend._predict` (one request for
 one validated image, vendor errors already mapped at its choke point). Everything else lives here, once.
 """
 
@@ -11,34 +11,27 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import ClassVar
 
 from typing_extensions import Self
 
-from .._batch import (
-    RetryPolicy,
-    RetryState,
-    Throttle,
-    auto_concurrency,
-    ordered_map,
-    run_async_iter,
-    wait_before_retry,
-)
+from .._batch import BatchContext, auto_concurrency, ordered_map, thread_map
 from .._config import Secret
-from .._errors import AzVisionError, BackendTimeoutError
+from .._errors import AzVisionError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
+from .._retry import Clock, RetryPolicy, RetryState, Throttle, acall, call
 
 __all__ = ["BaseBackend"]
 
 
 class BaseBackend(ABC):
-    """Shared machinery of all backends; see :class:`azvision.Classifier` for the public methods.
+    """Shared machinery of all backends; see `azvision.Classifier` for the public methods.
 
-    Subclasses set ``name`` and ``image_limits`` and implement :meth:`_predict`.
+    Subclasses set ``name`` and ``image_limits`` and implement `_predict`.
     """
 
     #: Registry name, e.g. ``"custom_vision"``; also ``Prediction.backend``.
@@ -59,6 +52,9 @@ class BaseBackend(ABC):
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.concurrency = concurrency
+        #: The clock and sleep every wait goes through (tests substitute a virtual clock).
+        self._clock: Clock = time.monotonic
+        self._sleep: Callable[[float], object] = time.sleep
         self._throttle = Throttle(max_rps)
         self._rng = random.Random()
         self._latency_ewma: float | None = None
@@ -69,10 +65,10 @@ class BaseBackend(ABC):
     # -- the one hook ---------------------------------------------------------------------------
     @abstractmethod
     def _predict(self, image: LoadedImage) -> Prediction:
-        """Send one validated image; return the mapped :class:`Prediction` or raise :class:`AzVisionError`."""
+        """Send one validated image; return the mapped `Prediction` or raise `AzVisionError`."""
 
     async def _apredict(self, image: LoadedImage) -> Prediction:
-        """Async form of :meth:`_predict`; the default runs it on the backend's worker threads."""
+        """Async form of `_predict`; the default runs it on the backend's worker threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool(), self._predict, image)
 
@@ -93,47 +89,60 @@ class BaseBackend(ABC):
             >>> #     clf.classify("cat.jpg").label
         """
         self._check_open()
-        loaded = self._load(image)
-        state = self.retry.start(self._rng)
-        while True:
-            time.sleep(self._slot_wait(state, loaded))
-            started = time.perf_counter()
-            try:
-                return self._finish(self._predict(loaded), loaded, started)
-            except AzVisionError as exc:
-                self._annotate(exc, loaded)
-                time.sleep(self._on_failure(state, exc))
+        return self._send(self._load(image), None)
 
     async def aclassify(self, image: ImageLike) -> Prediction:
-        """Async :meth:`classify`."""
+        """Async `classify`."""
         self._check_open()
         loop = asyncio.get_running_loop()
         loaded = await loop.run_in_executor(self._pool(), self._load, image)
-        state = self.retry.start(self._rng)
-        while True:
-            await asyncio.sleep(self._slot_wait(state, loaded))
+        return await self._asend(loaded, None)
+
+    def _request_cost(self, image: LoadedImage) -> float:
+        """What one request costs against the deployment's second quota (tokens); 1 without one."""
+        return 1.0
+
+    def _state(self, loaded: LoadedImage, batch: BatchContext | None) -> RetryState:
+        return self.retry.start(
+            self._rng,
+            clock=self._clock,
+            throttle=self._throttle,
+            pacers=self._throttle.pacers(batch.pacer if batch is not None else None),
+            breaker=batch.breaker if batch is not None else None,
+            backend=self.name,
+            source=loaded.source,
+        )
+
+    def _send(self, loaded: LoadedImage, batch: BatchContext | None) -> Prediction:
+        """One image through the sync retry driver."""
+        started = 0.0
+
+        def attempt() -> Prediction:
+            nonlocal started
             started = time.perf_counter()
-            try:
-                return self._finish(await self._apredict(loaded), loaded, started)
-            except AzVisionError as exc:
-                self._annotate(exc, loaded)
-                await asyncio.sleep(self._on_failure(state, exc))
+            return self._predict(loaded)
 
-    def _slot_wait(self, state: RetryState, loaded: LoadedImage) -> float:
-        """Seconds until this input may be sent; a timeout error if that is past its deadline."""
-        wait = self._throttle.reserve()
-        remaining = state.remaining()
-        if remaining is not None and wait > remaining:
-            raise BackendTimeoutError(
-                f"gave up after {state.attempts} attempt(s): waiting {wait:.1f} s for the rate limit or a "
-                f"server-requested cool-down would pass the {state.policy.deadline:.0f} s deadline",
-                backend=self.name,
-                source=loaded.source,
-            )
-        return wait
+        answer = call(
+            attempt,
+            self._state(loaded, batch),
+            sleep=batch.sleep if batch is not None else self._sleep,
+            on_error=lambda exc: self._annotate(exc, loaded),
+        )
+        return self._finish(answer, loaded, started)
 
-    def _on_failure(self, state: RetryState, exc: AzVisionError) -> float:
-        return wait_before_retry(state, self._throttle, exc)
+    async def _asend(self, loaded: LoadedImage, batch: BatchContext | None) -> Prediction:
+        """One image through the async retry driver."""
+        started = 0.0
+
+        async def attempt() -> Prediction:
+            nonlocal started
+            started = time.perf_counter()
+            return await self._apredict(loaded)
+
+        answer = await acall(
+            attempt, self._state(loaded, batch), on_error=lambda exc: self._annotate(exc, loaded)
+        )
+        return self._finish(answer, loaded, started)
 
     def _finish(self, prediction: Prediction, loaded: LoadedImage, started: float) -> Prediction:
         self._throttle.succeeded()
@@ -182,20 +191,45 @@ class BaseBackend(ABC):
             chained = chained.__cause__ or chained.__context__
 
     # -- batches --------------------------------------------------------------------------------
-    def _concurrency_now(self, override: int | None) -> int:
+    def _concurrency_now(self, override: int | None, batch: BatchContext) -> int:
         if override is not None:
             return override
         if self.concurrency is not None:
             return self.concurrency
         latency = self._latency_ewma if self._latency_ewma is not None else 0.3
-        return auto_concurrency(self._throttle.max_rps, latency, default=self.default_concurrency)
+        rate = batch.max_rps or self._throttle.max_rps
+        return auto_concurrency(rate, latency, default=self.default_concurrency)
 
-    async def _classify_item(self, image: ImageLike) -> Prediction:
+    def _batch(self, max_rps: float | None) -> BatchContext:
+        sleep = None if self._sleep is time.sleep else self._sleep
+        return BatchContext(max_rps=max_rps, sleep=sleep, clock=self._clock)
+
+    @staticmethod
+    def _window(concurrency: int, batch: BatchContext, throttle: Throttle) -> int:
+        # Read far enough ahead that one image waiting out a Retry-After does not stall the others:
+        # about two seconds of traffic at the rate limit.
+        rate = batch.max_rps or throttle.max_rps or 0.0
+        return min(max(2 * concurrency, concurrency + int(2 * rate)), 512)
+
+    def _item(self, image: ImageLike, batch: BatchContext) -> Prediction:
+        loaded: LoadedImage | None = None
         try:
-            return await self.aclassify(image)
+            batch.breaker.check(image if isinstance(image, str) else None)
+            loaded = self._load(image)
+            return self._send(loaded, batch)
         except AzVisionError as exc:
-            if exc.source is None and isinstance(image, str):
-                exc.source = image
+            _name_source(exc, image, loaded)
+            raise
+
+    async def _aitem(self, image: ImageLike, batch: BatchContext) -> Prediction:
+        loaded: LoadedImage | None = None
+        try:
+            batch.breaker.check(image if isinstance(image, str) else None)
+            loop = asyncio.get_running_loop()
+            loaded = await loop.run_in_executor(self._pool(), self._load, image)
+            return await self._asend(loaded, batch)
+        except AzVisionError as exc:
+            _name_source(exc, image, loaded)
             raise
 
     def classify_many(
@@ -207,14 +241,26 @@ class BaseBackend(ABC):
     ) -> Iterator[Prediction | AzVisionError]:
         """Classify many images: one outcome per input, in input order, streamed with bounded memory.
 
-        A failed input yields its typed error in its place; the batch goes on.
+        A failed input yields its typed error in its place; the batch goes on. ``max_rps`` is this batch's
+        own limit (overlapping batches on one client keep theirs; a 429 cools every one down). After three
+        identical errors that no retry can fix (a wrong key or endpoint, an unknown model) the batch stops
+        sending and answers every remaining input with that error (``stopped_batch`` is set on those).
 
         Example:
             >>> # for outcome in clf.classify_many(paths, max_rps=10):
             >>> #     print(outcome.label if isinstance(outcome, Prediction) else outcome)
         """
         self._check_open()
-        return run_async_iter(lambda: self.aclassify_many(images, concurrency=concurrency, max_rps=max_rps))
+        batch = self._batch(max_rps)
+        first = self._concurrency_now(concurrency, batch)
+        return thread_map(
+            images,
+            lambda image: self._item(image, batch),
+            concurrency=lambda: self._concurrency_now(concurrency, batch),
+            window=self._window(first, batch, self._throttle),
+            pool=self._pool(),
+            stop=batch.stop,
+        )
 
     async def aclassify_many(
         self,
@@ -223,30 +269,17 @@ class BaseBackend(ABC):
         concurrency: int | None = None,
         max_rps: float | None = None,
     ) -> AsyncIterator[Prediction | AzVisionError]:
-        """Async :meth:`classify_many`."""
+        """Async `classify_many`."""
         self._check_open()
-        previous = self._throttle
-        if max_rps is not None:
-            self._throttle = Throttle(max_rps)
-        try:
-            # Read far enough ahead that one image waiting out a Retry-After does not stall the
-            # others: about two seconds of traffic at the rate limit.
-            rate = self._throttle.max_rps or 0.0
-            window = min(
-                max(
-                    2 * self._concurrency_now(concurrency), self._concurrency_now(concurrency) + int(2 * rate)
-                ),
-                512,
-            )
-            async for outcome in ordered_map(
-                images,
-                self._classify_item,
-                concurrency=lambda: self._concurrency_now(concurrency),
-                window=window,
-            ):
-                yield outcome
-        finally:
-            self._throttle = previous
+        batch = self._batch(max_rps)
+        first = self._concurrency_now(concurrency, batch)
+        async for outcome in ordered_map(
+            images,
+            lambda image: self._aitem(image, batch),
+            concurrency=lambda: self._concurrency_now(concurrency, batch),
+            window=self._window(first, batch, self._throttle),
+        ):
+            yield outcome
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _pool(self) -> ThreadPoolExecutor:
@@ -274,7 +307,7 @@ class BaseBackend(ABC):
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
-        """Async :meth:`close`."""
+        """Async `close`."""
         self.close()
 
     def __enter__(self) -> Self:
@@ -298,3 +331,11 @@ class BaseBackend(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _name_source(exc: AzVisionError, image: ImageLike, loaded: LoadedImage | None) -> None:
+    if exc.source is None:
+        if loaded is not None and loaded.source is not None:
+            exc.source = loaded.source
+        elif isinstance(image, str):
+            exc.source = image

@@ -18,19 +18,19 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any, ClassVar
 
 import httpx
 from azure.core.credentials import TokenCredential
 
 from .. import __version__
-from .._batch import RetryPolicy, run_async_iter
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._error_mapping import error_from_http, error_from_httpx
 from .._errors import AuthenticationError, AzVisionError, ConfigurationError, NotFoundError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
+from .._retry import RetryPolicy
 from ._aml_formats import ENCODERS, Encoder, Parser, check_parser, parse_answer
 from ._base import BaseBackend
 
@@ -188,8 +188,8 @@ class AzureMLEndpointBackend(BaseBackend):
         self.labels = tuple(labels) if labels is not None else None
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
         self._client = httpx.Client(**self._client_options())
-        self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-        self._aclients_lock = threading.Lock()
+        self._aclient: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        self._aclient_lock = threading.Lock()
 
     @classmethod
     def from_workspace(
@@ -304,56 +304,26 @@ class AzureMLEndpointBackend(BaseBackend):
             )
         return error
 
-    # -- async clients: one per event loop, since connections belong to the loop that opened them ------
+    # -- the async client: connections belong to the event loop that opened them ----------------
     def _async_client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
-        with self._aclients_lock:
-            for stale in [other for other in self._aclients if other.is_closed()]:
-                # Its loop is gone, so it cannot be closed cleanly; garbage collection closes the sockets.
-                del self._aclients[stale]
-            client = self._aclients.get(loop)
-            if client is None:
-                client = self._aclients[loop] = httpx.AsyncClient(**self._client_options())
-            return client
-
-    async def _close_async_client(self) -> None:
-        with self._aclients_lock:
-            client = self._aclients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
-
-    def classify_many(
-        self,
-        images: Iterable[ImageLike],
-        *,
-        concurrency: int | None = None,
-        max_rps: float | None = None,
-    ) -> Iterator[Prediction | AzVisionError]:
-        """Classify many images: one outcome per input, in input order (see ``BaseBackend.classify_many``).
-
-        Example:
-            >>> # for outcome in clf.classify_many(paths, concurrency=4): ...
-        """
-        self._check_open()
-
-        async def batch() -> AsyncIterator[Prediction | AzVisionError]:
-            try:
-                async for outcome in self.aclassify_many(images, concurrency=concurrency, max_rps=max_rps):
-                    yield outcome
-            finally:  # the batch's private event loop ends with it: close its connections inside it
-                await self._close_async_client()
-
-        return run_async_iter(batch)
+        with self._aclient_lock:
+            if self._aclient is None or self._aclient[0] is not loop:
+                # A new loop (asyncio.run called again): the old client's loop is gone and cannot close it.
+                self._aclient = (loop, httpx.AsyncClient(**self._client_options()))
+            return self._aclient[1]
 
     def _close_clients(self) -> None:
         self._client.close()
-        with self._aclients_lock:
-            leftovers, self._aclients = self._aclients, {}
-        for loop, client in leftovers.items():
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        with self._aclient_lock:
+            held, self._aclient = self._aclient, None
+        if held is not None and held[0].is_running() and not held[0].is_closed():
+            asyncio.run_coroutine_threadsafe(held[1].aclose(), held[0])
 
     async def aclose(self) -> None:
-        """Close this event loop's connections, then everything else (see :meth:`close`)."""
-        await self._close_async_client()
+        """Close the async connections inside their event loop, then everything else (see `close`)."""
+        with self._aclient_lock:
+            held, self._aclient = self._aclient, None
+        if held is not None and held[0] is asyncio.get_running_loop():
+            await held[1].aclose()
         self.close()

@@ -22,13 +22,13 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._batch import RetryPolicy
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting, uuid_setting
 from .._cv_sdk import prediction_client
 from .._error_mapping import error_from_msrest
 from .._errors import AzVisionError, ConfigurationError, ServiceError
 from .._images import COMMON_FORMATS, ImageLimits, LoadedImage
 from .._models import BoundingBox, Label, Prediction
+from .._retry import RetryPolicy
 from ._base import BaseBackend
 
 if TYPE_CHECKING:

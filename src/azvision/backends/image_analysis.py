@@ -32,12 +32,12 @@ from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .._batch import RetryPolicy
 from .._config import ENV, Secret, endpoint_setting, secret_setting
 from .._error_mapping import error_from_azure_core
 from .._errors import ConfigurationError, ServiceError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import BoundingBox, Label, Prediction
+from .._retry import RetryPolicy
 from ._base import BaseBackend
 from ._cv32 import V32_LIMITS, Cv32Client
 from ._taxonomy import CATEGORIES, LabelMap, LabelMapLike

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+import itertools
 import os
 import threading
 import time
@@ -25,7 +26,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .._batch import RetryPolicy, Throttle, aiter_any, run_async_iter
+from .._batch import aiter_any
 from .._config import ENV, setting
 from .._errors import (
     AzVisionError,
@@ -37,6 +38,7 @@ from .._errors import (
 )
 from .._images import ImageLike, ImageLimits, LoadedImage
 from .._models import Label, Prediction
+from .._retry import Pacer, RetryPolicy
 from ._base import BaseBackend
 
 try:
@@ -254,11 +256,12 @@ class OnnxBackend(BaseBackend):
                 prepared.append(wrapped)
         return prepared
 
-    def _run_prepared(self, prepared: _Prepared, throttle: Throttle) -> list[_Outcome]:
+    def _run_prepared(self, prepared: _Prepared, pacer: Pacer | None) -> list[_Outcome]:
         ready = [item for item in prepared if not isinstance(item, AzVisionError)]
         results: list[_Outcome] = []
         if ready:
-            time.sleep(max(throttle.reserve() for _ in ready))
+            if pacer is not None:  # a local model has no quota; a max_rps still paces it if asked
+                self._sleep(max(0.0, pacer.commit(pacer.earliest(), len(ready)) - self._clock()))
             started = time.perf_counter()
             try:
                 for (loaded, _), labels in zip(ready, self._infer([t for _, t in ready]), strict=True):
@@ -286,7 +289,23 @@ class OnnxBackend(BaseBackend):
             ...     print(outcome.label if isinstance(outcome, Prediction) else outcome)
         """
         self._check_open()
-        return run_async_iter(lambda: self.aclassify_many(images, max_rps=max_rps), buffer=self._chunk_size)
+        pacer = self._pacer(max_rps)
+        chunks = _chunks(iter(images), self._chunk_size)
+        pool = self._pool()
+        chunk = next(chunks, None)
+        ahead = pool.submit(self._prepare, chunk) if chunk else None
+        try:
+            while ahead is not None:
+                prepared = ahead.result()
+                chunk = next(chunks, None)
+                ahead = pool.submit(self._prepare, chunk) if chunk else None
+                yield from self._run_prepared(prepared, pacer)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+
+    def _pacer(self, max_rps: float | None) -> Pacer | None:
+        return Pacer(max_rps, clock=self._clock) if max_rps is not None else self._throttle.pacer
 
     async def aclassify_many(
         self,
@@ -302,7 +321,7 @@ class OnnxBackend(BaseBackend):
             ...     print(outcome.label if isinstance(outcome, Prediction) else outcome)
         """
         self._check_open()
-        throttle = Throttle(max_rps) if max_rps is not None else self._throttle
+        pacer = self._pacer(max_rps)
         loop = asyncio.get_running_loop()
         source = aiter_any(images)
 
@@ -319,9 +338,7 @@ class OnnxBackend(BaseBackend):
             while ahead is not None:
                 prepared = await ahead
                 ahead = await read_ahead()
-                for outcome in await loop.run_in_executor(
-                    self._pool(), self._run_prepared, prepared, throttle
-                ):
+                for outcome in await loop.run_in_executor(self._pool(), self._run_prepared, prepared, pacer):
                     yield outcome
         finally:
             if ahead is not None:
@@ -329,3 +346,8 @@ class OnnxBackend(BaseBackend):
 
     def _close_clients(self) -> None:
         self._session = None
+
+
+def _chunks(items: Iterator[ImageLike], size: int) -> Iterator[list[ImageLike]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk

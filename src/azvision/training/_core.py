@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,11 +21,11 @@ from typing import Any, TypeVar
 from azure.core.exceptions import DeserializationError
 from msrest.exceptions import ClientException
 
-from .._batch import RetryPolicy, Throttle, wait_before_retry
 from .._config import Secret
 from .._cv_sdk import training_client
 from .._error_mapping import error_from_msrest
-from .._errors import AzVisionError, ServiceError
+from .._errors import ServiceError
+from .._retry import Clock, RetryPolicy, RetryState, Throttle, call
 from .models import IterationInfo, ProjectInfo
 
 __all__ = ["NAME", "TrainerCore", "iteration_info", "iteration_ref", "project_ref"]
@@ -77,6 +76,8 @@ class TrainerCore:
     upload_concurrency: int
     _key: Secret
     _throttle: Throttle
+    _clock: Clock
+    _sleep: Callable[[float], object]
     _rng: random.Random
     _vendor: Any
     _vendor_lock: threading.Lock
@@ -119,17 +120,28 @@ class TrainerCore:
         ``recover`` makes a non-idempotent call safe to retry: before each retry it looks for what the
         failed attempt may have created anyway (a dropped answer is not a dropped request).
         """
-        state = self.retry.start(self._rng)
-        while True:
-            time.sleep(self._throttle.reserve())
-            try:
-                return self._once(fn)
-            except AzVisionError as exc:
-                time.sleep(wait_before_retry(state, self._throttle, exc))
-                if recover is not None:
-                    found = recover()
-                    if found is not None:
-                        return found
+        state = self._retry_state()
+        if recover is None:
+            return call(lambda: self._once(fn), state, sleep=self._sleep)
+
+        def attempt() -> T:
+            if state.attempts:  # a retry: did the failed attempt land after all?
+                found = recover()
+                if found is not None:
+                    return found
+            return self._once(fn)
+
+        return call(attempt, state, sleep=self._sleep)
+
+    def _retry_state(self) -> RetryState:
+        """A retry state for one call, under the trainer's shared throttle (quota and cool-downs)."""
+        return self.retry.start(
+            self._rng,
+            clock=self._clock,
+            throttle=self._throttle,
+            pacers=self._throttle.pacers(),
+            backend=NAME,
+        )
 
     # -- iterations ----------------------------------------------------------------------------
     def iteration(self, project: ProjectInfo | str, iteration: IterationInfo | str) -> IterationInfo:

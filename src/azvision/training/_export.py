@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 from typing import IO, Any
 
 from .._error_mapping import error_from_http, error_from_httpx
 from .._errors import BackendTimeoutError, ConfigurationError, ServiceError, TrainingError
+from .._retry import PollSchedule, call, poll
 from ._core import NAME, TrainerCore, iteration_ref, project_ref
 from .models import ExportInfo, IterationInfo, ProjectInfo
 
@@ -89,20 +89,23 @@ class ExportsMixin(TrainerCore):
                         status_code=exc.status_code,
                         backend=NAME,
                     ) from exc
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def look() -> ExportInfo | None:
             found = self._find_export(project_id, iteration_id, wanted, flavor)
-            if found is not None and found.done:
-                return found
             if found is not None and found.status == "Failed":
                 raise TrainingError(
                     f"the {wanted} export of {current.name} failed on the service", backend=NAME
                 )
-            if time.monotonic() >= deadline:
-                raise BackendTimeoutError(
-                    f"the {wanted} export was not ready after {timeout:.0f} s", backend=NAME
-                )
-            time.sleep(min(poll_interval, max(deadline - time.monotonic(), 0.0)))
+            return found if found is not None and found.done else None
+
+        return poll(
+            look,
+            PollSchedule(timeout, interval=poll_interval, max_interval=poll_interval, clock=self._clock),
+            on_timeout=lambda: BackendTimeoutError(
+                f"the {wanted} export was not ready after {timeout:.0f} s", backend=NAME
+            ),
+            sleep=self._sleep,
+        )
 
     def _find_export(
         self, project_id: str, iteration_id: str, platform: str, flavor: str | None
@@ -165,8 +168,7 @@ class ExportsMixin(TrainerCore):
             return
         import httpx
 
-        state = self.retry.start(self._rng)
-        while True:
+        def attempt() -> None:
             out.seek(0)
             out.truncate()
             try:
@@ -176,17 +178,18 @@ class ExportsMixin(TrainerCore):
                             out.write(chunk)
                         return
                     body = response.read()
-                error = error_from_http(
-                    response.status_code,
-                    dict(response.headers),
-                    body,
-                    backend=NAME,
-                    service="the export download",
-                )
             except httpx.HTTPError as exc:
-                error = error_from_httpx(exc, backend=NAME)
-                error.__cause__ = exc
-            time.sleep(state.next_delay(error))
+                raise error_from_httpx(exc, backend=NAME) from exc
+            raise error_from_http(
+                response.status_code,
+                dict(response.headers),
+                body,
+                backend=NAME,
+                service="the export download",
+            )
+
+        # a download is not a call against the training quota: no throttle, only the retry policy
+        call(attempt, self.retry.start(self._rng, clock=self._clock, backend=NAME), sleep=self._sleep)
 
 
 def _safe_extract(source: IO[bytes], target: Path) -> None:

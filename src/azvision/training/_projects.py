@@ -186,6 +186,7 @@ class ProjectsMixin(TrainerCore):
             retry=self.retry,
             concurrency=self.upload_concurrency,
             progress=progress,
+            sleep=self._sleep,
         )
         return uploader.run(items, self._existing_images(project_id))
 

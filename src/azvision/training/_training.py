@@ -11,11 +11,11 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .._errors import AzVisionError, BackendTimeoutError, ServiceError, TrainingError
+from .._retry import PollSchedule, poll
 from ._core import NAME, TrainerCore, iteration_info, iteration_ref, project_ref
 from .models import IterationInfo, IterationPerformance, ProjectInfo, TagPerformance
 
@@ -96,28 +96,36 @@ class TrainingJob:
         on the service; call :meth:`wait` again). ``poll_interval=None`` starts at 0.5 s and backs off
         to 10 s. ``progress`` gets the iteration after every poll.
         """
-        deadline = time.monotonic() + timeout
-        interval = poll_interval if poll_interval is not None else 0.5
+        schedule = PollSchedule(
+            timeout,
+            interval=poll_interval if poll_interval is not None else 0.5,
+            growth=1.0 if poll_interval is not None else 1.5,
+            max_interval=poll_interval if poll_interval is not None else 10.0,
+            clock=self._trainer._clock,
+        )
         current = self.last if self.last.done else self.status()
-        while True:
+        first = True
+
+        def look() -> IterationInfo | None:
+            nonlocal current, first
+            if not first:
+                current = self.status()
+            first = False
             if progress is not None:
                 progress(current)
             if current.status == "Failed":
                 reason = current.error or "the service gave no reason"
                 raise TrainingError(f"training {current.name} failed: {reason}", backend=NAME)
-            if current.completed:
-                return current
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BackendTimeoutError(
-                    f"training {current.name} was still {current.status!r} after {timeout:.0f} s; it goes "
-                    "on on the service — call wait() again to keep waiting",
-                    backend=NAME,
-                )
-            time.sleep(min(interval, remaining))
-            if poll_interval is None:
-                interval = min(interval * 1.5, 10.0)
-            current = self.status()
+            return current if current.completed else None
+
+        def late() -> BackendTimeoutError:
+            return BackendTimeoutError(
+                f"training {current.name} was still {current.status!r} after {timeout:.0f} s; it goes "
+                "on on the service — call wait() again to keep waiting",
+                backend=NAME,
+            )
+
+        return poll(look, schedule, on_timeout=late, sleep=self._trainer._sleep)
 
     def result(self, timeout: float = 3600.0) -> IterationInfo:
         """The completed iteration (waits like :meth:`wait`; the poller-style name)."""

@@ -29,9 +29,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._batch import RetryPolicy, Throttle, wait_before_retry
 from .._errors import AuthenticationError, AzVisionError, NotFoundError
 from .._images import COMMON_FORMATS, ImageLimits, load_image
+from .._retry import RetryPolicy, Throttle, call
 from .models import FailedImage, UploadReport
 
 __all__ = [
@@ -233,8 +233,10 @@ class Uploader:
         retry: RetryPolicy,
         concurrency: int = 4,
         progress: Callable[[int, int], None] | None = None,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self._send = send
+        self._sleep = sleep
         self._throttle = throttle
         self._retry = retry
         self._concurrency = max(1, concurrency)
@@ -273,8 +275,7 @@ class Uploader:
             if attempt == self._retry.max_attempts:
                 self._report(done + len(pending), len(items))  # settled: failed with their last status
                 break
-            cap = min(self._retry.backoff_max, self._retry.backoff_base * 2 ** (attempt - 1))
-            time.sleep(self._rng.uniform(cap / 2, cap))
+            self._sleep(self._retry.backoff(attempt, self._rng))
         duplicates = list(outcomes.duplicates)
         for name, original in copies:
             if original in outcomes.failed:
@@ -354,15 +355,16 @@ class Uploader:
     def _send_with_retries(
         self, images: Sequence[OutgoingImage], metadata: Mapping[str, str], outcomes: _Outcomes
     ) -> Sequence[tuple[str, str]]:
-        state = self._retry.start(self._rng)
-        while True:
-            time.sleep(self._throttle.reserve())
+        state = self._retry.start(
+            self._rng, clock=self._throttle.clock, throttle=self._throttle, pacers=self._throttle.pacers()
+        )
+
+        def attempt() -> Sequence[tuple[str, str]]:
             with outcomes.lock:
                 outcomes.requests += 1
-            try:
-                return self._send(images, metadata)
-            except AzVisionError as exc:
-                time.sleep(wait_before_retry(state, self._throttle, exc))
+            return self._send(images, metadata)
+
+        return call(attempt, state, sleep=self._sleep)
 
     @staticmethod
     def _record(

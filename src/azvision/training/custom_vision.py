@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -34,9 +35,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import Self
 
-from .._batch import RetryPolicy, Throttle
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._errors import ConfigurationError
+from .._retry import RetryPolicy, Throttle
 from ._export import ExportsMixin
 from ._projects import ProjectsMixin
 from ._publish import PublishingMixin
@@ -104,6 +105,8 @@ class CustomVisionTrainer(ExportsMixin, PublishingMixin, TrainingMixin, Projects
         self.timeout = timeout
         self.upload_concurrency = upload_concurrency
         self._throttle = Throttle(max_rps)
+        self._clock = time.monotonic
+        self._sleep = time.sleep
         self._rng = random.Random()
         self._vendor: Any = None
         self._vendor_lock = threading.Lock()

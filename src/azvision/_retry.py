@@ -1,0 +1,558 @@
+"""The one retry driver: a sans-I/O retry state and two thin drivers, sync and async.
+
+Every call azvision makes to a service — a prediction, a training call, an upload batch, an export
+download — goes through `call` or `acall`. The decisions (how long to wait for a send slot, whether
+an error is retried and after how long, when the deadline ends it) are made by `RetryState`, which
+does no I/O: it reads an injectable clock and returns seconds. The drivers only sleep and call, so every
+timing rule is tested in virtual time.
+
+* `RetryPolicy` — attempts, back-off with jitter, ``Retry-After`` honoured, a total deadline.
+* `Pacer` — at most ``rate`` units per second (requests, or tokens for a per-minute token quota).
+* `Throttle` — one client's view of the service: a cool-down after a 429 and, without a known
+  quota, a rate learned by AIMD (a burst of 429s is one congestion signal, as in TCP).
+* `Breaker` — stops a batch after a few identical errors that no retry can fix (a wrong key, a
+  wrong endpoint).
+* `PollSchedule` and `poll` — waiting for a long-running job, with a deadline.
+
+Example:
+    >>> clock = VirtualClock()
+    >>> state = RetryPolicy(backoff_base=1.0).start(clock=clock.now)
+    >>> from azvision._errors import ServiceError
+    >>> result = call(lambda: "ok", state, sleep=clock.sleep)
+    >>> result, clock.now()
+    ('ok', 0.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ._errors import (
+    AuthenticationError,
+    AzVisionError,
+    BackendConnectionError,
+    BackendTimeoutError,
+    NotFoundError,
+    RateLimitError,
+)
+
+__all__ = [
+    "Breaker",
+    "Clock",
+    "Pacer",
+    "PollSchedule",
+    "RetryPolicy",
+    "RetryState",
+    "Throttle",
+    "VirtualClock",
+    "acall",
+    "call",
+    "poll",
+]
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failed calls are retried. The only retry layer: vendor clients' own retries are switched off.
+
+    Example:
+        >>> RetryPolicy(max_attempts=1).max_attempts  # never retry
+        1
+    """
+
+    max_attempts: int = 6
+    backoff_base: float = 0.25
+    backoff_max: float = 20.0
+    #: Total seconds one input may take, retries and waits included.
+    deadline: float | None = 120.0
+    #: Extra random wait on top of a server's Retry-After, as a fraction of it (spreads the herd).
+    retry_after_jitter: float = 0.1
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """The wait after failed attempt number ``attempt`` (1-based) when the server named none.
+
+        "Equal jitter": never zero, never synchronised across clients.
+
+        Example:
+            >>> 0.125 <= RetryPolicy().backoff(1, random.Random(0)) <= 0.25
+            True
+        """
+        cap = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return rng.uniform(cap / 2, cap)
+
+    def start(
+        self,
+        rng: random.Random | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        throttle: Throttle | None = None,
+        pacers: Sequence[Pacer] = (),
+        breaker: Breaker | None = None,
+        cost: float = 1.0,
+        backend: str | None = None,
+        source: str | None = None,
+    ) -> RetryState:
+        """A fresh state for one input (its deadline starts now)."""
+        return RetryState(
+            self,
+            rng or random.Random(),
+            clock=clock,
+            throttle=throttle,
+            pacers=pacers,
+            breaker=breaker,
+            cost=cost,
+            backend=backend,
+            source=source,
+        )
+
+
+class VirtualClock:
+    """A clock for tests and simulations: ``sleep`` advances ``now`` instead of waiting.
+
+    Example:
+        >>> c = VirtualClock()
+        >>> c.sleep(1.5); c.now()
+        1.5
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """The current virtual time."""
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        """Advance the clock."""
+        with self._lock:
+            self._now += max(0.0, seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        """Advance the clock, and let other tasks run."""
+        self.sleep(seconds)
+        await asyncio.sleep(0)
+
+
+class Pacer:
+    """At most ``rate`` units per second, spaced evenly (a request is 1 unit; a token quota counts tokens).
+
+    Example:
+        >>> clock = VirtualClock()
+        >>> p = Pacer(10, clock=clock.now)
+        >>> [p.commit(p.earliest()) for _ in range(3)]
+        [0.0, 0.1, 0.2]
+    """
+
+    def __init__(self, rate: float, *, clock: Clock = time.monotonic) -> None:
+        if not rate > 0 or math.isinf(rate):
+            raise ValueError(f"a rate limit must be a positive number, got {rate!r}")
+        self.rate = rate
+        self._clock = clock
+        self._next = -math.inf
+        self._lock = threading.Lock()
+
+    def earliest(self) -> float:
+        """The earliest moment the next unit may go (no reservation)."""
+        return max(self._clock(), self._next)
+
+    def commit(self, start: float, cost: float = 1.0) -> float:
+        """Reserve ``cost`` units at ``start`` or the next free moment after it; returns that moment."""
+        with self._lock:
+            at = max(start, self._next)
+            self._next = at + cost / self.rate
+            return at
+
+    def busy(self) -> bool:
+        """True while callers are queued behind this pacer (it is what limits them)."""
+        return self._next > self._clock()
+
+
+class Throttle:
+    """One client's view of the service, shared by every thread, task and batch using that client.
+
+    * A 429 starts a cool-down: nobody sends until its ``Retry-After`` has passed (while the quota is
+      unknown; once a rate is known, the rate is cut instead and only the throttled request waits).
+    * ``max_rps`` is the client's own limit, shared by everything that uses the client.
+    * Without ``max_rps`` the rate is learned by AIMD: the first 429 starts at the success rate of the last
+      two seconds (1/s with no history) in slow start (×2 per second until the next 429), each later
+      congestion signal cuts it to 85 %, and while requests queue behind it it grows by 5 % per second.
+      All the 429s of requests sent before the last cut are one signal, so a burst cuts once.
+
+    Example:
+        >>> clock = VirtualClock()
+        >>> t = Throttle(clock=clock.now)
+        >>> t.throttled(1.0, sent_at=0.0)
+        >>> t.learned_rps, t.gate_until
+        (1.0, 1.0)
+    """
+
+    WINDOW = 2.0
+    MIN_RPS = 0.2
+    START_RPS = 1.0
+    CUT = 0.85
+    GROWTH = 1.05
+    SLOW_START_GROWTH = 2.0
+
+    def __init__(self, max_rps: float | None = None, *, clock: Clock = time.monotonic) -> None:
+        if max_rps is not None and not max_rps > 0:
+            raise ValueError("max_rps must be positive")
+        self.max_rps = max_rps
+        self.clock = clock
+        self.pacer = Pacer(max_rps, clock=clock) if max_rps else None
+        self.learned_rps: float | None = None
+        self.learned: Pacer | None = None
+        self.gate_until = -math.inf
+        self._cut_at = -math.inf
+        self._slow_start = False
+        self._lock = threading.Lock()
+        self._successes: deque[float] = deque()
+
+    def succeeded(self) -> None:
+        """Record an answered request (feeds the learned rate)."""
+        with self._lock:
+            now = self.clock()
+            self._successes.append(now)
+            while self._successes and self._successes[0] < now - self.WINDOW:
+                self._successes.popleft()
+            learned = self.learned
+            if learned is None or self.learned_rps is None or not learned.busy():
+                return  # grow only while the learned rate is what holds requests back
+            growth = self.SLOW_START_GROWTH if self._slow_start else self.GROWTH
+            self.learned_rps *= growth ** (1.0 / self.learned_rps)
+            learned.rate = self.learned_rps
+
+    def throttled(self, seconds: float, *, sent_at: float, learn: bool = True) -> None:
+        """A 429 for a request sent at ``sent_at``, told to wait ``seconds``."""
+        with self._lock:
+            now = self.clock()
+            if not learn or self.max_rps is not None or self.learned_rps is None:
+                self.gate_until = max(self.gate_until, now + seconds)
+            if not learn or self.max_rps is not None or sent_at < self._cut_at:
+                return  # a known limit, or a request of the burst already counted
+            self._cut_at = now
+            if self.learned_rps is None:
+                recent = sum(1 for t in self._successes if t >= now - self.WINDOW)
+                rate = recent / self.WINDOW if recent else self.START_RPS
+                self._slow_start = True
+            else:
+                rate = self.learned_rps * self.CUT
+                self._slow_start = False
+            self.learned_rps = max(rate, self.MIN_RPS)
+            if self.learned is None:
+                self.learned = Pacer(self.learned_rps, clock=self.clock)
+            self.learned.rate = self.learned_rps
+
+    def pacers(self, batch: Pacer | None = None) -> list[Pacer]:
+        """The pacers a request must pass: the batch's own limit (else the client's) and the learned rate."""
+        own = batch or self.pacer
+        if own is not None:
+            return [own]
+        return [self.learned] if self.learned is not None else []
+
+
+_FATAL = (AuthenticationError, NotFoundError)
+
+
+class Breaker:
+    """Stops a batch after ``threshold`` consecutive identical errors that no retry can fix.
+
+    A wrong key (401/403), a wrong model or project (404), or an endpoint that cannot be reached at all
+    (connection refused, a name that does not resolve, a TLS failure) would fail every input the same way;
+    after the breaker trips, every input not yet answered gets that error without being sent.
+
+    Example:
+        >>> b = Breaker(threshold=2)
+        >>> for _ in range(2):
+        ...     b.record(AuthenticationError("access denied", status_code=401))
+        >>> b.tripped is not None
+        True
+    """
+
+    def __init__(self, threshold: int = 3) -> None:
+        self.threshold = threshold
+        self.tripped: AzVisionError | None = None
+        self._key: tuple[object, ...] | None = None
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _signature(error: AzVisionError) -> tuple[object, ...] | None:
+        if isinstance(error, _FATAL):
+            return (type(error), error.status_code, error.code)
+        if isinstance(error, BackendConnectionError) and error.reason in ("refused", "dns", "tls"):
+            return (type(error), error.reason)
+        return None
+
+    def record(self, error: AzVisionError | None) -> None:
+        """Count an outcome (``None``: a success, which resets the count)."""
+        with self._lock:
+            key = None if error is None else self._signature(error)
+            if key is None:
+                self._key, self._count = None, 0
+                return
+            self._count = self._count + 1 if key == self._key else 1
+            self._key = key
+            if self._count >= self.threshold and self.tripped is None and error is not None:
+                self.tripped = error
+
+    def check(self, source: str | None) -> None:
+        """Raise the tripping error (a copy naming ``source``) once the breaker has tripped."""
+        tripped = self.tripped
+        if tripped is None:
+            return
+        error = copy.copy(tripped)
+        error.source = source
+        error.stopped_batch = True
+        raise error
+
+
+class RetryState:
+    """One input's attempts: what to wait before sending, and what to do after a failure. No I/O."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        rng: random.Random,
+        *,
+        clock: Clock = time.monotonic,
+        throttle: Throttle | None = None,
+        pacers: Sequence[Pacer] = (),
+        breaker: Breaker | None = None,
+        cost: float = 1.0,
+        backend: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.clock = clock
+        self.throttle = throttle
+        self.pacers = list(pacers)
+        self.breaker = breaker
+        self.cost = cost
+        self.backend = backend
+        self.source = source
+        self.attempts = 0
+        self.started = clock()
+        self.sent_at = self.started
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (``None`` without one)."""
+        if self.policy.deadline is None:
+            return None
+        return self.policy.deadline - (self.clock() - self.started)
+
+    def send_wait(self) -> float:
+        """Claim the next send slot; returns the seconds to wait for it.
+
+        Raises `BackendTimeoutError` — claiming nothing — when the wait would pass the deadline,
+        and the breaker's error once it has tripped.
+        """
+        if self.breaker is not None:
+            self.breaker.check(self.source)
+        now = self.clock()
+        start = now
+        if self.throttle is not None:
+            start = max(start, self.throttle.gate_until)
+        # a cost above what a pacer allows per second still goes, alone in its slot
+        start = max([start, *(p.earliest() for p in self.pacers)])
+        remaining = self.remaining()
+        if remaining is not None and start - now > remaining:
+            raise BackendTimeoutError(
+                f"gave up after {self.attempts} attempt(s): waiting {start - now:.1f} s for the rate limit "
+                f"or a server-requested cool-down would pass the {self.policy.deadline:.0f} s deadline",
+                backend=self.backend,
+                source=self.source,
+            )
+        for pacer in self.pacers:
+            start = max(start, pacer.commit(start, self.cost))
+        return max(0.0, start - now)
+
+    def clear_to_send(self) -> bool:
+        """After the wait: still clear (no cool-down began meanwhile)? Marks the send time if so."""
+        now = self.clock()
+        if self.throttle is not None and self.throttle.gate_until > now:
+            return False
+        self.sent_at = now
+        return True
+
+    def succeeded(self) -> None:
+        """The attempt was answered."""
+        if self.throttle is not None:
+            self.throttle.succeeded()
+        if self.breaker is not None:
+            self.breaker.record(None)
+
+    def failed(self, error: AzVisionError) -> float:
+        """Seconds to wait before the next attempt; raises ``error`` when it must not be retried."""
+        self.attempts += 1
+        if self.breaker is not None:
+            self.breaker.record(error)
+        if self.breaker is not None and self.breaker.tripped is not None:
+            raise error
+        if not error.retryable or self.attempts >= self.policy.max_attempts:
+            raise error
+        if error.retry_after is not None:
+            delay = error.retry_after * (1.0 + self.rng.uniform(0.0, self.policy.retry_after_jitter))
+            delay = max(delay, 0.01)
+        else:
+            delay = self.policy.backoff(self.attempts, self.rng)
+        remaining = self.remaining()
+        if remaining is not None and delay >= remaining:
+            if isinstance(error, BackendTimeoutError):
+                raise error
+            raise BackendTimeoutError(
+                f"gave up after {self.attempts} attempt(s): the {self.policy.deadline:.0f} s deadline "
+                f"would pass before the next retry; last error: {error}",
+                status_code=error.status_code,
+                code=error.code,
+                backend=error.backend,
+                source=error.source,
+            ) from error
+        if isinstance(error, RateLimitError) and self.throttle is not None:
+            # A 429 is about the quota everyone shares; any other retry waits only for its own request.
+            self.throttle.throttled(delay, sent_at=self.sent_at, learn=not self._has_own_limit())
+        return delay
+
+    def _has_own_limit(self) -> bool:
+        return bool(self.pacers) and (self.throttle is None or self.pacers != [self.throttle.learned])
+
+
+def call(
+    fn: Callable[[], T],
+    state: RetryState,
+    *,
+    sleep: Callable[[float], object] = time.sleep,
+    on_error: Callable[[AzVisionError], object] | None = None,
+) -> T:
+    """Call ``fn`` until it answers or ``state`` gives up (the sync driver).
+
+    ``on_error`` sees every failed attempt's error first (to add context, redact secrets).
+
+    Example:
+        >>> call(lambda: 42, RetryPolicy().start())
+        42
+    """
+    while True:
+        while True:
+            wait = state.send_wait()
+            if wait > 0:
+                sleep(wait)
+            if state.clear_to_send():
+                break
+        try:
+            result = fn()
+        except AzVisionError as exc:
+            if on_error is not None:
+                on_error(exc)
+            sleep(state.failed(exc))
+            continue
+        state.succeeded()
+        return result
+
+
+async def acall(
+    fn: Callable[[], Awaitable[T]],
+    state: RetryState,
+    *,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    on_error: Callable[[AzVisionError], object] | None = None,
+) -> T:
+    """Async `call`.
+
+    Example:
+        >>> async def answer() -> int:
+        ...     return 42
+        >>> asyncio.run(acall(answer, RetryPolicy().start()))
+        42
+    """
+    while True:
+        while True:
+            wait = state.send_wait()
+            if wait > 0:
+                await sleep(wait)
+            if state.clear_to_send():
+                break
+        try:
+            result = await fn()
+        except AzVisionError as exc:
+            if on_error is not None:
+                on_error(exc)
+            await sleep(state.failed(exc))
+            continue
+        state.succeeded()
+        return result
+
+
+class PollSchedule:
+    """When to look again at a long-running job: ``interval`` growing by ``growth`` up to ``max_interval``.
+
+    Example:
+        >>> clock = VirtualClock()
+        >>> s = PollSchedule(10.0, interval=1.0, growth=2.0, clock=clock.now)
+        >>> [s.next_wait() for _ in range(3)]
+        [1.0, 2.0, 4.0]
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        interval: float = 0.5,
+        growth: float = 1.0,
+        max_interval: float = 10.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.timeout = timeout
+        self.clock = clock
+        self.deadline = clock() + timeout
+        self._interval = interval
+        self._growth = growth
+        self._max = max(max_interval, interval)
+
+    def next_wait(self) -> float | None:
+        """Seconds until the next look; ``None`` once the deadline has passed."""
+        remaining = self.deadline - self.clock()
+        if remaining <= 0:
+            return None
+        wait = min(self._interval, remaining)
+        self._interval = min(self._interval * self._growth, self._max)
+        return wait
+
+
+def poll(
+    step: Callable[[], T | None],
+    schedule: PollSchedule,
+    *,
+    on_timeout: Callable[[], AzVisionError],
+    sleep: Callable[[float], object] = time.sleep,
+) -> T:
+    """Run ``step`` until it returns a value (it raises to fail); ``on_timeout()`` is raised at the deadline.
+
+    Example:
+        >>> clock = VirtualClock()
+        >>> looks = iter([None, None, "done"])
+        >>> poll(lambda: next(looks), PollSchedule(60, clock=clock.now), sleep=clock.sleep,
+        ...      on_timeout=lambda: BackendTimeoutError("late"))
+        'done'
+    """
+    while True:
+        found = step()
+        if found is not None:
+            return found
+        wait = schedule.next_wait()
+        if wait is None:
+            raise on_timeout()
+        sleep(wait)
