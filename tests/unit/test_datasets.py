@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from azvision import AuthenticationError, ConfigurationError, RetryPolicy, ServiceError
-from azvision._batch import Throttle
+from azvision._retry import Throttle
 from azvision.training._upload import (
     ExistingImage,
     OutgoingImage,
