@@ -5,12 +5,56 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-__all__ = ["BoundingBox", "Label", "Prediction"]
+from ._errors import ServiceError
+
+__all__ = ["CONFIDENCE_TOLERANCE", "BoundingBox", "Label", "Prediction", "service_confidence"]
+
+#: How far outside [0, 1] a confidence may be and still count as rounding (it is then clipped). Float32
+#: softmax outputs and services' own rounding overshoot by a few ulps (about 1e-7); anything further out is
+#: not a probability (a logit, a percentage) and is refused.
+CONFIDENCE_TOLERANCE = 1e-6
+
+
+def _clip_confidence(value: object) -> float | None:
+    """The rule: a real number within :data:`CONFIDENCE_TOLERANCE` of [0, 1], clipped; else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    if math.isnan(number) or not -CONFIDENCE_TOLERANCE <= number <= 1.0 + CONFIDENCE_TOLERANCE:
+        return None
+    return min(max(number, 0.0), 1.0)
+
+
+def service_confidence(value: object, *, backend: str, what: str) -> float:
+    """A confidence a service (or model) gave, checked by the one rule every backend applies.
+
+    Values within :data:`CONFIDENCE_TOLERANCE` of [0, 1] are clipped into it; anything else (out of range,
+    NaN, infinite, not a number) is a :class:`ServiceError` that names the backend and the value.
+
+    Example:
+        >>> service_confidence(1.0000001, backend="onnx", what="'cat'")
+        1.0
+        >>> service_confidence(1.7, backend="custom_vision", what="tag 'cat'")
+        Traceback (most recent call last):
+        ...
+        azvision._errors.ServiceError: the custom_vision backend got the confidence 1.7 for tag 'cat': \
+a confidence must be a number in [0, 1] (a logit or a percentage?)
+    """
+    clipped = _clip_confidence(value)
+    if clipped is None:
+        raise ServiceError(
+            f"the {backend} backend got the confidence {value!r:.60} for {what}: a confidence must be a "
+            "number in [0, 1] (a logit or a percentage?)",
+            backend=backend,
+        )
+    return clipped
 
 
 class BoundingBox(BaseModel):
@@ -54,6 +98,9 @@ class BoundingBox(BaseModel):
 class Label(BaseModel):
     """One label with its confidence in [0, 1]; ``box`` is set for detections.
 
+    ``confidence`` follows the same rule as every backend (:func:`service_confidence`): within
+    :data:`CONFIDENCE_TOLERANCE` of [0, 1] it is clipped, anything else is a validation error.
+
     Example:
         >>> Label(name="cat", confidence=0.93).name
         'cat'
@@ -68,11 +115,11 @@ class Label(BaseModel):
 
     @field_validator("confidence", mode="before")
     @classmethod
-    def _clip_rounding(cls, value: Any) -> Any:
-        # Services and float32 softmax outputs overshoot 1.0 by an ulp now and then.
-        if isinstance(value, float) and 1.0 < value <= 1.0 + 1e-6:
-            return 1.0
-        return value
+    def _one_rule(cls, value: Any) -> float:
+        clipped = _clip_confidence(value)
+        if clipped is None:
+            raise ValueError(f"a confidence must be a number in [0, 1], got {value!r:.60}")
+        return clipped
 
 
 class Prediction(BaseModel):
