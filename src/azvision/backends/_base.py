@@ -149,7 +149,7 @@ class BaseBackend(ABC):
         if prediction.image_size is None and loaded.size is not None:
             update["image_size"] = loaded.size
         result = prediction.model_copy(update=update)
-        return result.with_image(loaded.data)
+        return result.with_image(loaded.origin or loaded.data)
 
     def _secret_values(self) -> list[str]:
         """The credentials this backend holds: its own and its helpers' (auth objects) Secret attributes."""
