@@ -1,6 +1,7 @@
 """Settings resolution: explicit argument first, then the environment variable the Azure samples use.
 
-Keys are wrapped in :class:`Secret` at once, so they cannot leak through ``repr``, ``str`` or logs.
+Keys are wrapped in :class:`Secret` at once, so they cannot leak through ``repr``, ``str`` or logs; a
+service that quotes a key back (raw, ``repr``-escaped or URL-encoded) is masked by :func:`redact`.
 
 Example:
     >>> import os
@@ -11,12 +12,16 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
+import unicodedata
 import uuid
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 from ._errors import ConfigurationError
 
-__all__ = ["ENV", "Secret", "endpoint_setting", "secret_setting", "setting", "uuid_setting"]
+__all__ = ["ENV", "Secret", "endpoint_setting", "redact", "secret_setting", "setting", "uuid_setting"]
 
 #: The environment variables each backend reads, by argument name.
 ENV: dict[str, dict[str, str]] = {
@@ -47,8 +52,11 @@ ENV: dict[str, dict[str, str]] = {
 class Secret:
     """A key or token that never shows itself: ``repr``/``str`` print ``'***'``; ``.get()`` reveals it.
 
+    Surrounding whitespace is stripped (a key file saved with Windows line endings ends in ``\\r\\n``); any
+    other control character is a :class:`ConfigurationError` whose message does not show the key.
+
     Example:
-        >>> s = Secret("abc123")
+        >>> s = Secret("abc123\\r\\n")
         >>> s, str(s), s.get()
         (Secret('***'), '***', 'abc123')
     """
@@ -56,7 +64,23 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
+        value = value.strip()
+        bad = next((ch for ch in value if unicodedata.category(ch) in {"Cc", "Zl", "Zp"}), None)
+        if bad is not None:
+            raise ConfigurationError(
+                f"the key or token contains the control character U+{ord(bad):04X}: copy it again from the "
+                "portal (a key is letters and digits)"
+            )
         self._value = value
+
+    def forms(self) -> frozenset[str]:
+        """Every way the secret may be quoted back in a message: raw, ``repr``/JSON-escaped, URL-encoded.
+
+        Example:
+            >>> sorted(Secret("a+b/c").forms())
+            ['a%2Bb%2Fc', 'a%2Bb/c', 'a%2bb%2fc', 'a%2bb/c', 'a+b/c']
+        """
+        return _forms(self._value)
 
     def get(self) -> str:
         """The secret itself: pass it to the client, never to a log."""
@@ -76,6 +100,41 @@ class Secret:
 
     def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
         return (Secret, (self._value,))
+
+
+def _forms(value: str) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    found = {value, repr(value)[1:-1], ascii(value)[1:-1], json.dumps(value)[1:-1]}
+    for encoded in (quote(value, safe=""), quote(value), quote_plus(value, safe=""), quote_plus(value)):
+        found |= {encoded, _lower_hex(encoded)}
+    return frozenset(found)
+
+
+def _lower_hex(encoded: str) -> str:
+    parts = encoded.split("%")
+    return parts[0] + "".join("%" + p[:2].lower() + p[2:] for p in parts[1:])
+
+
+def redact(text: str, secrets: Iterable[Secret | str]) -> str:
+    """``text`` with every form of every secret (see :meth:`Secret.forms`) replaced by ``***``.
+
+    The one redaction function: backends apply it to error messages, the CLI to everything it prints.
+    Plain strings are taken as given and stripped (a raw ``--key`` value may still end in ``\\r``).
+
+    Example:
+        >>> redact("denied for 'k3y\\\\r' (k3y%0D)", ["k3y\\r"])
+        "denied for '***' (***)"
+    """
+    forms: set[str] = set()
+    for secret in secrets:
+        if isinstance(secret, Secret):
+            forms |= secret.forms()
+        else:
+            forms |= _forms(secret) | _forms(secret.strip())
+    for form in sorted((f for f in forms if len(f) >= 4), key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
 
 def _missing(arg: str, env: str | None) -> ConfigurationError:
@@ -99,7 +158,13 @@ def secret_setting(
     if isinstance(value, Secret):
         return value
     resolved = setting(value, arg=arg, env=env, required=required)
-    return Secret(resolved) if resolved is not None else None
+    if resolved is None:
+        return None
+    try:
+        return Secret(resolved)
+    except ConfigurationError as exc:
+        where = f" (from {env})" if value is None and env else ""
+        raise ConfigurationError(f"{arg}{where}: {exc.message}") from None
 
 
 def endpoint_setting(value: str | None, *, arg: str, env: str | None) -> str:

@@ -18,17 +18,25 @@ from __future__ import annotations
 import io
 import os
 import struct
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Union
 
+from ._download import fetch_url, is_url, validate_url
 from ._errors import InvalidImageError
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["ImageLike", "ImageLimits", "LoadedImage", "fetch_url", "load_image"]
+__all__ = [
+    "DEFAULT_MAX_INPUT_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "ImageLike",
+    "ImageLimits",
+    "LoadedImage",
+    "fetch_url",
+    "load_image",
+]
 
 ImageLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], "PILImage.Image"]
 
@@ -37,6 +45,12 @@ _MB = 1024 * 1024
 COMMON_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})
 #: Pixel modes services decode reliably; anything else is converted to RGB(A) before sending.
 _SAFE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P", "1"})
+#: The most pixels azvision decodes (Pillow's own default bomb threshold, applied whatever
+#: ``PIL.Image.MAX_IMAGE_PIXELS`` is set to): checked from the header, before any decoding.
+DEFAULT_MAX_PIXELS = 89_478_485
+#: The largest file, download or buffer azvision reads as an image: big enough for a photo any service
+#: accepts after downscaling (Image Analysis takes 20 MB), checked before reading a file or downloading.
+DEFAULT_MAX_INPUT_BYTES = 50 * _MB
 
 
 @dataclass(frozen=True)
@@ -57,11 +71,26 @@ class ImageLimits:
     accepts_url: bool = True
     #: Whether images over the limits may be downscaled (else rejected).
     downscale: bool = True
+    #: Images with more pixels than this are refused before decoding (decompression bombs).
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Inputs (files, downloads, buffers) larger than this are refused before they are read.
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+
+    @property
+    def input_cap(self) -> int:
+        """The most bytes read for one input: ``max_input_bytes`` (``max_bytes`` if nothing may shrink)."""
+        if self.max_bytes is not None and not self.downscale:
+            return min(self.max_bytes, self.max_input_bytes)
+        return self.max_input_bytes
 
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A validated image, ready to send: either ``data`` (encoded bytes) or ``url``."""
+    """A validated image, ready to send: either ``data`` (encoded bytes) or ``url``.
+
+    ``source`` is the input as the user gave it (path, URL); ``origin`` is where its pixels can be read
+    again (an absolute file path or the URL), so results can show the image without keeping its bytes.
+    """
 
     data: bytes | None
     url: str | None = None
@@ -69,6 +98,7 @@ class LoadedImage:
     format: str | None = None
     size: tuple[int, int] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    origin: str | None = None
 
     def pil(self) -> PILImage.Image:
         """Decode to an upright RGB ``PIL.Image`` (EXIF orientation applied)."""
@@ -110,80 +140,52 @@ def _to_rgb(img: PILImage.Image) -> PILImage.Image:
     return img.convert("RGB")
 
 
-def _is_url(text: str) -> bool:
-    return "://" in text[:16]
+def _too_big(what: str, size: int, cap: int, source: str | None) -> InvalidImageError:
+    return InvalidImageError(
+        f"{what} is {size / _MB:.1f} MB; azvision reads at most {cap / _MB:g} MB as one image",
+        source=source,
+    )
 
 
-def _validate_url(url: str) -> str:
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in {"http", "https"}:
-        raise InvalidImageError(
-            f"unsupported URL scheme {scheme!r}: only http:// and https:// image URLs can be sent "
-            "(for a local file pass its path instead)",
-            source=url,
-        )
-    import httpx
-
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError) as exc:
-        raise InvalidImageError(f"malformed image URL: {exc}", source=url) from exc
-    if not parsed.host:
-        raise InvalidImageError("malformed image URL: it has no host", source=url)
-    return url
-
-
-def fetch_url(url: str, *, max_bytes: int = 50 * _MB, timeout: float = 30.0) -> bytes:
-    """Download an image URL (for backends that cannot take URLs), with a size cap and typed errors."""
-    import httpx
-
-    _validate_url(url)
-    try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as resp:
-            if resp.status_code != 200:
-                raise InvalidImageError(
-                    f"could not download the image: the server answered HTTP {resp.status_code}",
-                    source=url,
-                    status_code=resp.status_code,
-                )
-            chunks, total = [], 0
-            for chunk in resp.iter_bytes():
-                total += len(chunk)
-                if total > max_bytes:
-                    raise InvalidImageError(
-                        f"the image at the URL is larger than {max_bytes // _MB} MB", source=url
-                    )
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except httpx.HTTPError as exc:
-        raise InvalidImageError(f"could not download the image: {exc}", source=url) from exc
-
-
-def _read_source(image: ImageLike) -> tuple[bytes, str | None]:
+def _read_source(image: ImageLike, cap: int) -> tuple[bytes, str | None, str | None]:
+    """(bytes, source as given, origin) of a non-URL input; files over ``cap`` are refused unread."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        return _encode_pil(image), None
+        return _encode_pil(image), None, None
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image), None
+        if len(image) > cap:
+            raise _too_big("the image", len(image), cap, None)
+        return bytes(image), None, None
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.exists():
-            raise InvalidImageError(f"no such file: {path}", source=str(path))
-        if path.is_dir():
-            raise InvalidImageError(f"{path} is a directory, not an image file", source=str(path))
+        given = os.fspath(image)
+        path = Path(given)
         try:
-            return path.read_bytes(), path.name
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise InvalidImageError(f"no such file: {given}", source=given) from None
         except OSError as exc:
-            raise InvalidImageError(f"cannot read {path}: {exc.strerror}", source=str(path)) from exc
+            raise InvalidImageError(f"cannot read {given}: {exc.strerror}", source=given) from exc
+        if path.is_dir():
+            raise InvalidImageError(f"{given} is a directory, not an image file", source=given)
+        if size > cap:
+            raise _too_big(f"the file {given}", size, cap, given)
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(cap + 1)  # the file may have grown since stat
+        except OSError as exc:
+            raise InvalidImageError(f"cannot read {given}: {exc.strerror}", source=given) from exc
+        if len(data) > cap:
+            raise _too_big(f"the file {given}", len(data), cap, given)
+        return data, given, os.path.abspath(given)
     read = getattr(image, "read", None)
     if callable(read):
         name = getattr(image, "name", None)
-        source = os.path.basename(name) if isinstance(name, str) else None
+        source = name if isinstance(name, str) else None
         if getattr(image, "closed", False):
             raise InvalidImageError("the file object is closed", source=source)
         try:
-            data = read()
+            data = read(cap + 1)
         except (OSError, ValueError) as exc:
             raise InvalidImageError(f"cannot read the file object: {exc}", source=source) from exc
         if not isinstance(data, (bytes, bytearray)):
@@ -191,7 +193,9 @@ def _read_source(image: ImageLike) -> tuple[bytes, str | None]:
                 "the file object returned text, not bytes: open it in binary mode ('rb')",
                 source=source,
             )
-        return bytes(data), source
+        if len(data) > cap:
+            raise _too_big("the file object", len(data), cap, source)
+        return bytes(data), source, None
     raise InvalidImageError(
         f"unsupported image argument of type {type(image).__name__}: pass a path, bytes, a binary file "
         "object, an http(s) URL or a PIL image"
@@ -223,8 +227,12 @@ def _describe_non_image(data: bytes) -> str:
     return "the data is not a recognised image (corrupt, truncated or an unsupported format)"
 
 
-def load_image(image: ImageLike, limits: ImageLimits) -> LoadedImage:
+def load_image(image: ImageLike, limits: ImageLimits, *, timeout: float = 30.0) -> LoadedImage:
     """Validate ``image`` against ``limits`` and return what to send. Raises :class:`InvalidImageError`.
+
+    A URL the service cannot take is downloaded within ``timeout`` seconds in all
+    (:class:`BackendTimeoutError` past it); files, downloads and buffers over ``limits.input_cap`` are
+    refused before they are read, images over ``limits.max_pixels`` before they are decoded.
 
     Example:
         >>> load_image(b"", ImageLimits(service="x"))
@@ -232,13 +240,15 @@ def load_image(image: ImageLike, limits: ImageLimits) -> LoadedImage:
         ...
         azvision._errors.InvalidImageError: the image is empty (0 bytes)
     """
-    if isinstance(image, str) and _is_url(image):
-        url = _validate_url(image)
+    if isinstance(image, str) and is_url(image):
+        url = validate_url(image)
         if limits.accepts_url:
-            return LoadedImage(data=None, url=url, source=url)
-        return _check_bytes(fetch_url(url), url, limits)
-    data, source = _read_source(image)
-    return _check_bytes(data, source, limits)
+            return LoadedImage(data=None, url=url, source=url, origin=url)
+        fetched = fetch_url(url, max_bytes=limits.input_cap, timeout=timeout)
+        return replace(_check_bytes(fetched, url, limits), origin=url)
+    data, source, origin = _read_source(image, limits.input_cap)
+    loaded = _check_bytes(data, source, limits)
+    return replace(loaded, origin=origin) if origin is not None else loaded
 
 
 def _check_bytes(data: bytes, source: str | None, limits: ImageLimits) -> LoadedImage:
@@ -249,18 +259,24 @@ def _check_bytes(data: bytes, source: str | None, limits: ImageLimits) -> Loaded
     notes: list[str] = []
     fmt = "unknown"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format or "unknown"
-            size = img.size
-            if fmt == "JPEG":
-                # Decoding at 1/8 scale still walks the whole entropy-coded stream, so truncation is
-                # caught without paying for a full-resolution decode.
-                img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            img.load()
-            frames = getattr(img, "n_frames", 1)  # walks every frame header: a cut GIF fails here
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        fmt = img.format or "unknown"
+        size = img.size
+        # An explicit count, not a warnings filter: warnings.catch_warnings() is process-wide state, and
+        # concurrent loads left an "error" filter behind that broke the user's own Pillow calls.
+        if size[0] * size[1] > limits.max_pixels:
+            raise InvalidImageError(
+                f"the image is {size[0]}x{size[1]} px ({size[0] * size[1] / 1e6:.0f} megapixels); "
+                f"azvision decodes at most {limits.max_pixels / 1e6:.0f} megapixels (a decompression bomb?)",
+                source=source,
+            )
+        if fmt == "JPEG":
+            # Decoding at 1/8 scale still walks the whole entropy-coded stream, so truncation is
+            # caught without paying for a full-resolution decode.
+            img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+        img.load()
+        frames = getattr(img, "n_frames", 1)  # walks every frame header: a cut GIF fails here
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own threshold, raised by open()
         raise InvalidImageError(
             f"the image has too many pixels to decode safely: {exc}", source=source
         ) from exc

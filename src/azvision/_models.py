@@ -5,12 +5,58 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
+import numbers
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-__all__ = ["BoundingBox", "Label", "Prediction"]
+from ._errors import ServiceError
+from ._images import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS
+
+__all__ = ["CONFIDENCE_TOLERANCE", "BoundingBox", "Label", "Prediction", "service_confidence"]
+
+#: How far outside [0, 1] a confidence may be and still count as rounding (it is then clipped). Float32
+#: softmax outputs and services' own rounding overshoot by a few ulps (about 1e-7); anything further out is
+#: not a probability (a logit, a percentage) and is refused.
+CONFIDENCE_TOLERANCE = 1e-6
+
+
+def _clip_confidence(value: object) -> float | None:
+    """The rule: a real number within :data:`CONFIDENCE_TOLERANCE` of [0, 1], clipped; else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    if math.isnan(number) or not -CONFIDENCE_TOLERANCE <= number <= 1.0 + CONFIDENCE_TOLERANCE:
+        return None
+    return min(max(number, 0.0), 1.0)
+
+
+def service_confidence(value: object, *, backend: str, what: str) -> float:
+    """A confidence a service (or model) gave, checked by the one rule every backend applies.
+
+    Values within :data:`CONFIDENCE_TOLERANCE` of [0, 1] are clipped into it; anything else (out of range,
+    NaN, infinite, not a number) is a :class:`ServiceError` that names the backend and the value.
+
+    Example:
+        >>> service_confidence(1.0000001, backend="onnx", what="'cat'")
+        1.0
+        >>> service_confidence(1.7, backend="custom_vision", what="tag 'cat'")
+        Traceback (most recent call last):
+        ...
+        azvision._errors.ServiceError: the custom_vision backend got the confidence 1.7 for tag 'cat': \
+a confidence must be a number in [0, 1] (a logit or a percentage?)
+    """
+    clipped = _clip_confidence(value)
+    if clipped is None:
+        raise ServiceError(
+            f"the {backend} backend got the confidence {value!r:.60} for {what}: a confidence must be a "
+            "number in [0, 1] (a logit or a percentage?)",
+            backend=backend,
+        )
+    return clipped
 
 
 class BoundingBox(BaseModel):
@@ -54,6 +100,9 @@ class BoundingBox(BaseModel):
 class Label(BaseModel):
     """One label with its confidence in [0, 1]; ``box`` is set for detections.
 
+    ``confidence`` follows the same rule as every backend (:func:`service_confidence`): within
+    :data:`CONFIDENCE_TOLERANCE` of [0, 1] it is clipped, anything else is a validation error.
+
     Example:
         >>> Label(name="cat", confidence=0.93).name
         'cat'
@@ -68,11 +117,11 @@ class Label(BaseModel):
 
     @field_validator("confidence", mode="before")
     @classmethod
-    def _clip_rounding(cls, value: Any) -> Any:
-        # Services and float32 softmax outputs overshoot 1.0 by an ulp now and then.
-        if isinstance(value, float) and 1.0 < value <= 1.0 + 1e-6:
-            return 1.0
-        return value
+    def _one_rule(cls, value: Any) -> float:
+        clipped = _clip_confidence(value)
+        if clipped is None:
+            raise ValueError(f"a confidence must be a number in [0, 1], got {value!r:.60}")
+        return clipped
 
 
 class Prediction(BaseModel):
@@ -100,7 +149,8 @@ class Prediction(BaseModel):
     latency_ms: float | None = None
     raw: Any = Field(default=None, repr=False, exclude=True)
 
-    _image: bytes | None = PrivateAttr(default=None)
+    #: What notebook display shows: a path or URL to read the image again, or a small image (see with_image).
+    _preview: bytes | str | None = PrivateAttr(default=None)
 
     @field_validator("labels", mode="after")
     @classmethod
@@ -122,9 +172,19 @@ class Prediction(BaseModel):
         """Confidence of the most confident label (``0.0`` when empty)."""
         return self.labels[0].confidence if self.labels else 0.0
 
-    def with_image(self, image: bytes | None) -> Prediction:
-        """Attach the image bytes (kept privately, for notebook display only); returns ``self``."""
-        self._image = image
+    def with_image(self, image: bytes | str | None) -> Prediction:
+        """Attach what notebook display shows; returns ``self``.
+
+        A ``str`` is a file path or URL, read again only when displayed. Bytes are kept as they are up to
+        64 KB; larger images are replaced by a thumbnail at once, so results never hold whole images.
+
+        Example:
+            >>> Prediction(backend="onnx").with_image("photos/cat.jpg")._preview
+            'photos/cat.jpg'
+        """
+        if isinstance(image, bytes) and len(image) > _KEEP_BYTES:
+            image = _thumbnail(image)
+        self._preview = image
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,15 +231,59 @@ class Prediction(BaseModel):
         return render_html(self)
 
 
-def _thumbnail_data_uri(image: bytes, labels: Iterable[Label], size: int = 224) -> str | None:
-    from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+#: Images up to this size are kept whole for display; larger ones become a thumbnail.
+_KEEP_BYTES = 64 * 1024
+_THUMBNAIL_SIDE = 224
+
+
+def _open_upright(image: bytes) -> Any:
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(image)) as opened:
+        if opened.width * opened.height > DEFAULT_MAX_PIXELS:  # never decode a bomb for a thumbnail
+            return None
+        opened.draft("RGB", (_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))  # JPEG: decode at a fraction of the size
+        img = ImageOps.exif_transpose(opened).convert("RGB")
+    img.thumbnail((_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))
+    return img
+
+
+def _thumbnail(image: bytes) -> bytes | None:
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(image)) as opened:
-            img = ImageOps.exif_transpose(opened).convert("RGB")
+        img = _open_upright(image)
     except (UnidentifiedImageError, OSError, ValueError):
         return None
-    img.thumbnail((size, size))
+    if img is None:
+        return None
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _preview_bytes(preview: bytes | str) -> bytes | None:
+    """The preview's encoded pixels: the bytes kept, or the file re-read (unless gone or huge)."""
+    if isinstance(preview, bytes):
+        return preview
+    try:
+        with open(preview, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size > DEFAULT_MAX_INPUT_BYTES:
+                return None
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _thumbnail_data_uri(image: bytes, labels: Iterable[Label]) -> str | None:
+    from PIL import ImageDraw, UnidentifiedImageError
+
+    try:
+        img = _open_upright(image)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    if img is None:
+        return None
     draw = ImageDraw.Draw(img)
     w, h = img.size
     for lab in labels:
@@ -192,16 +296,25 @@ def _thumbnail_data_uri(image: bytes, labels: Iterable[Label], size: int = 224) 
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _image_src(prediction: Prediction) -> str | None:
+    preview = prediction._preview
+    if preview is None:
+        return None
+    if isinstance(preview, str) and preview.startswith(("http://", "https://")):
+        return preview  # the notebook's browser loads it; boxes are drawn only on local pixels
+    data = _preview_bytes(preview)
+    return _thumbnail_data_uri(data, prediction.labels) if data else None
+
+
 def render_html(prediction: Prediction, *, max_labels: int = 5) -> str:
     """HTML for one prediction: optional thumbnail, then one bar per top label."""
     esc = html.escape
     parts = ['<div class="azvision-prediction" style="display:flex;gap:12px;font-family:sans-serif">']
-    if prediction._image is not None:
-        uri = _thumbnail_data_uri(prediction._image, prediction.labels)
-        if uri:
-            parts.append(
-                f'<img src="{uri}" alt="{esc(prediction.source or "image")}" style="max-width:224px">'
-            )
+    uri = _image_src(prediction)
+    if uri:
+        parts.append(
+            f'<img src="{esc(uri)}" alt="{esc(prediction.source or "image")}" style="max-width:224px">'
+        )
     parts.append("<div>")
     title = esc(prediction.source or "image")
     parts.append(f"<div><b>{title}</b> <small>({esc(prediction.backend)})</small></div>")

@@ -131,8 +131,8 @@ def test_a_named_preset_reads_only_its_shape() -> None:
         (b'[{"probs": [0.1, 0.9], "labels": ["cat", "do', "not JSON"),  # truncated
         (b'{"result": "ok", "items": []}', "no preset parser knows this shape"),
         (b"[]", "no preset parser knows this shape"),
-        (b'{"label": "cat", "confidence": 4.2}', "outside [0, 1]"),
-        (b'{"labels": ["cat"], "probabilities": ["high"]}', "not a number"),
+        (b'{"label": "cat", "confidence": 4.2}', "must be a number in [0, 1]"),
+        (b'{"labels": ["cat"], "probabilities": ["high"]}', "must be a number in [0, 1]"),
         (b'[{"boxes": [{"label": "cat", "score": 0.5}]}]', "no topX/topY"),
     ],
 )

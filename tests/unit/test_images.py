@@ -26,7 +26,9 @@ def test_path_bytes_fileobj_and_pil_give_same_pixels(tmp_path: Path) -> None:
         from_file = load_image(fh, LIMITS)
     from_pil = load_image(Image.open(io.BytesIO(data)), LIMITS)
     assert from_path.data == from_bytes.data == from_file.data == from_str.data == data  # not re-encoded
-    assert from_path.source == "red.png" and from_file.source == "red.png"
+    # the path as given, not its basename: the CLI and the Python API name an input alike
+    assert from_path.source == from_str.source == from_file.source == str(path)
+    assert from_path.origin == str(path.resolve()) and from_bytes.origin is None
     assert from_pil.pil().getpixel((0, 0)) == (200, 30, 30)
     assert from_path.format == "PNG" and from_path.size == (64, 48) and from_path.notes == ()
 
@@ -133,3 +135,12 @@ def test_unsupported_but_decodable_format_is_converted() -> None:
 def test_non_image_argument_type() -> None:
     with pytest.raises(InvalidImageError, match="unsupported image argument"):
         load_image(12345, LIMITS)  # type: ignore[arg-type]
+
+
+def test_a_relative_path_stays_relative_in_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "red.png").write_bytes(make_png())
+    monkeypatch.chdir(tmp_path)
+    loaded = load_image("photos/red.png", LIMITS)
+    assert loaded.source == "photos/red.png"
+    assert loaded.origin == str(tmp_path / "photos" / "red.png")  # still readable after a chdir

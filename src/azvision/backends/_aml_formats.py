@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._error_mapping import _snippet
 from .._errors import AzVisionError, ConfigurationError, InvalidImageError, ServiceError
 from .._images import LoadedImage
-from .._models import BoundingBox, Label, Prediction
+from .._models import BoundingBox, Label, Prediction, service_confidence
 
 __all__ = [
     "ENCODERS",
@@ -96,11 +95,10 @@ ENCODERS: dict[str, Encoder] = {"raw": encode_raw, "automl": encode_automl, "jso
 
 # -- response parsers ----------------------------------------------------------------------------------
 def _confidence(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise _UnreadableError(f"{where} is {value!r}, not a number")
-    if not -1e-6 <= value <= 1.0 + 1e-6:
-        raise _UnreadableError(f"{where} is {value}, outside [0, 1] (logits rather than probabilities?)")
-    return min(max(float(value), 0.0), 1.0)
+    try:
+        return service_confidence(value, backend=_BACKEND, what=where)
+    except ServiceError as exc:  # said again with the first bytes of the body, by parse_answer
+        raise _UnreadableError(exc.message) from None
 
 
 def _zip(names: Sequence[Any], probs: Any) -> list[Label]:

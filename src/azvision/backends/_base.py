@@ -19,7 +19,7 @@ from typing import ClassVar
 from typing_extensions import Self
 
 from .._batch import BatchContext, auto_concurrency, ordered_map, thread_map
-from .._config import Secret
+from .._config import Secret, redact
 from .._errors import AzVisionError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
@@ -158,33 +158,34 @@ class BaseBackend(ABC):
         if prediction.image_size is None and loaded.size is not None:
             update["image_size"] = loaded.size
         result = prediction.model_copy(update=update)
-        return result.with_image(loaded.data)
+        return result.with_image(loaded.origin or loaded.data)
 
-    def _secret_values(self) -> list[str]:
+    def _secret_values(self) -> list[Secret]:
         """The credentials this backend holds: its own and its helpers' (auth objects) Secret attributes."""
-        found: list[str] = []
+        found: list[Secret] = []
         for value in vars(self).values():
             inner = vars(value).values() if hasattr(value, "__dict__") and not isinstance(value, type) else ()
             for candidate in (value, *inner):
                 if isinstance(candidate, Secret) and candidate.get():
-                    found.append(candidate.get())
+                    found.append(candidate)
         return found
 
     def _annotate(self, exc: AzVisionError, loaded: LoadedImage) -> None:
         if exc.source is None:
             exc.source = loaded.source
-        # A service may quote the credential it received in its error text; never pass that on, not
-        # even through the chained vendor exception a traceback would print.
+        # A service may quote the credential it received in its error text, raw, escaped or URL-encoded;
+        # never pass that on, not even through the chained vendor exception a traceback would print.
         secrets = self._secret_values()
         if not secrets:
             return
-        for secret in secrets:
-            if secret in exc.message:
-                exc.message = exc.message.replace(secret, "***")
-                exc.args = (exc.message,)
+        masked = redact(exc.message, secrets)
+        if masked != exc.message:
+            exc.message = masked
+            exc.args = (masked,)
         chained: BaseException | None = exc.__cause__ or exc.__context__
         while chained is not None:
-            if any(secret in str(chained) or secret in repr(chained.args) for secret in secrets):
+            shown = f"{chained}\n{chained.args!r}"
+            if redact(shown, secrets) != shown:
                 exc.__cause__ = None
                 exc.__suppress_context__ = True
                 break

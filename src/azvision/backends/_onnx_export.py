@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._errors import ConfigurationError, ServiceError
-from .._models import BoundingBox, Label
+from .._models import BoundingBox, Label, service_confidence
 
 __all__ = [
     "DEFAULT_ANCHORS",
@@ -296,11 +296,11 @@ def output_family(outputs: Sequence[OutputInfo]) -> tuple[Family, list[str]]:
 
 
 def _confidences(values: np.ndarray, what: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(array).all():
-        raise ServiceError(f"the model produced non-finite {what}", backend=_NAME)
-    clipped: np.ndarray = np.clip(array, 0.0, 1.0)
-    return clipped
+    array = np.asarray(values, dtype=np.float64).ravel()
+    checked = [
+        service_confidence(v, backend=_NAME, what=f"{what}[{i}]") for i, v in enumerate(array.tolist())
+    ]
+    return np.asarray(checked, dtype=np.float64)
 
 
 def classifier_labels(
@@ -440,7 +440,11 @@ def decode_yolo(
         boxes, flat_scores, iou_threshold=iou_threshold, min_score=max(threshold, MIN_DETECTION_CONFIDENCE)
     )
     return tuple(
-        Label(name=labels[cls], confidence=min(score, 1.0), box=BoundingBox.clipped(*boxes[row].tolist()))
+        Label(
+            name=labels[cls],
+            confidence=service_confidence(score, backend=_NAME, what=f"a {labels[cls]!r} box"),
+            box=BoundingBox.clipped(*boxes[row].tolist()),
+        )
         for row, cls, score in kept
     )
 

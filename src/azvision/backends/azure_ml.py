@@ -252,7 +252,9 @@ class AzureMLEndpointBackend(BaseBackend):
         }
 
     def _load(self, image: ImageLike) -> LoadedImage:
-        return load_image(image, self._limits)
+        # A URL is downloaded within the request timeout, and never past the input's retry deadline.
+        budget = min(self.timeout, self.retry.deadline or self.timeout)
+        return load_image(image, self._limits, timeout=budget)
 
     # -- one request ----------------------------------------------------------------------------
     def _request_parts(self, image: LoadedImage) -> tuple[bytes, dict[str, str]]:

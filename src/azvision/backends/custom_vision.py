@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,7 +26,7 @@ from .._cv_sdk import prediction_client
 from .._error_mapping import error_from_msrest
 from .._errors import AzVisionError, ConfigurationError, ServiceError
 from .._images import COMMON_FORMATS, ImageLimits, LoadedImage
-from .._models import BoundingBox, Label, Prediction
+from .._models import BoundingBox, Label, Prediction, service_confidence
 from .._retry import RetryPolicy
 from ._base import BaseBackend
 
@@ -39,18 +38,6 @@ __all__ = ["CustomVisionBackend", "prediction_from_custom_vision"]
 Task = Literal["classification", "detection"]
 _TASKS: dict[str, str] = {"classification": "classify", "detection": "detect"}
 _NAME = "custom_vision"
-
-
-def _probability(value: Any, tag: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ServiceError(
-            f"Custom Vision sent a non-numeric probability {value!r} for tag {tag!r}", backend=_NAME
-        )
-    return min(max(number, 0.0), 1.0)
 
 
 def _box(value: Any, tag: str) -> BoundingBox | None:
@@ -99,7 +86,7 @@ def prediction_from_custom_vision(
         labels.append(
             Label(
                 name=name,
-                confidence=_probability(entry.get("probability"), name),
+                confidence=service_confidence(entry.get("probability"), backend=_NAME, what=f"tag {name!r}"),
                 box=_box(entry.get("boundingBox"), name),
                 id=str(tag_id) if tag_id is not None else None,
             )

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -36,7 +35,7 @@ from .._config import ENV, Secret, endpoint_setting, secret_setting
 from .._error_mapping import error_from_azure_core
 from .._errors import ConfigurationError, ServiceError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
-from .._models import BoundingBox, Label, Prediction
+from .._models import BoundingBox, Label, Prediction, service_confidence
 from .._retry import RetryPolicy
 from ._base import BaseBackend
 from ._cv32 import V32_LIMITS, Cv32Client
@@ -51,16 +50,6 @@ _MB = 1024 * 1024
 _FEATURES = ("tags", "caption", "denseCaptions", "objects", "read", "smartCrops", "people")
 
 
-def _conf(value: Any, what: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ServiceError(f"Image Analysis sent the confidence {value!r} for {what!r}", backend=_NAME)
-    return min(max(number, 0.0), 1.0)
-
-
 def _scored(items: Any, name_key: str, score_key: str) -> list[Label]:
     if not isinstance(items, list):
         raise ServiceError(f"Image Analysis sent {items!r} where a list was expected", backend=_NAME)
@@ -68,7 +57,12 @@ def _scored(items: Any, name_key: str, score_key: str) -> list[Label]:
     for item in items:
         if not isinstance(item, Mapping) or not isinstance(item.get(name_key), str):
             raise ServiceError(f"Image Analysis sent a malformed entry: {item!r}", backend=_NAME)
-        labels.append(Label(name=item[name_key], confidence=_conf(item.get(score_key), item[name_key])))
+        labels.append(
+            Label(
+                name=item[name_key],
+                confidence=service_confidence(item.get(score_key), backend=_NAME, what=repr(item[name_key])),
+            )
+        )
     return labels
 
 

@@ -36,7 +36,7 @@ from .._errors import (
     ServiceError,
     missing_extra,
 )
-from .._images import ImageLike, ImageLimits, LoadedImage
+from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Label, Prediction
 from .._retry import Pacer, RetryPolicy
 from ._base import BaseBackend
@@ -226,6 +226,11 @@ class OnnxBackend(BaseBackend):
         finally:
             timer.cancel()
         return self._decoder.decode(outputs, len(tensors))
+
+    def _load(self, image: ImageLike) -> LoadedImage:
+        # A URL is downloaded within the request timeout, and never past the input's retry deadline.
+        budget = min(self.timeout, self.retry.deadline or self.timeout)
+        return load_image(image, self.image_limits, timeout=budget)
 
     def _tensor(self, image: LoadedImage) -> np.ndarray:
         try:

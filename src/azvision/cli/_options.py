@@ -32,7 +32,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .._config import ENV, Secret
+from .._config import ENV, Secret, redact
 from .._errors import ConfigurationError
 from .._protocol import Classifier
 from .._registry import _ALIASES, _resolve, available_backends, create_classifier
@@ -132,12 +132,10 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets = list(secrets)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)  # every form (raw, escaped, URL-encoded): the SDK's one function
 
 
 @dataclass(frozen=True)
