@@ -137,7 +137,7 @@ async def test_async_batches_keep_order_and_completeness_under_faults(
             outcomes = [o async for o in clf.aclassify_many(image_files, concurrency=6)]
         counts = prediction_counts(emu)
 
-    assert [o.source for o in outcomes] == [p.name for p in image_files]
+    assert [o.source for o in outcomes] == [str(p) for p in image_files]
     assert all(isinstance(o, Prediction) for o in outcomes)
     assert counts["200"] == len(image_files)
     assert counts["dropped"] > 0
@@ -164,7 +164,7 @@ def test_the_deadline_ends_a_failing_item_with_a_timeout_error_in_place(
         counts = prediction_counts(emu)
 
     assert [type(o) for o in outcomes] == [BackendTimeoutError] * 3
-    assert [o.source for o in outcomes] == [p.name for p in image_files[:3]]
+    assert [o.source for o in outcomes] == [str(p) for p in image_files[:3]]
     assert "deadline" in str(outcomes[0])
     assert counts["200"] == 0
     assert sum(counts.values()) > 3  # it did retry before giving up

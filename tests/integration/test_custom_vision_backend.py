@@ -237,7 +237,7 @@ def test_a_batch_streams_in_input_order_and_async_works(published: Published, tm
     with published.backend(concurrency=3) as clf:
         outcomes = list(clf.classify_many(paths))
         assert [o.label for o in outcomes if isinstance(o, Prediction)] == names
-        assert [o.source for o in outcomes if isinstance(o, Prediction)] == [p.name for p in paths]
+        assert [o.source for o in outcomes if isinstance(o, Prediction)] == [str(p) for p in paths]
         assert asyncio.run(clf.aclassify(paths[1])).label == "sea"
 
 

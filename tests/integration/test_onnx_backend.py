@@ -48,7 +48,7 @@ def test_real_service_exports_give_their_readme_labels(model: str, image: str, e
     assert prediction.label == expected
     assert len(prediction.labels) == (2 if model.startswith("hemlock") else 3)  # every label, by name
     assert sum(lab.confidence for lab in prediction.labels) == pytest.approx(1.0, abs=1e-4)
-    assert prediction.source == Path(image).name
+    assert prediction.source == str(REAL_EXPORTS / image)
 
 
 @real_exports

@@ -295,5 +295,5 @@ def test_input(case: Case, backend: str, world: World, tmp_path: Path, image_ser
         metadata = (prediction.raw or {})["metadata"]
         assert (metadata["width"], metadata["height"]) == expect.seen
     if isinstance(image, Path):
-        assert prediction.source == image.name
+        assert prediction.source == str(image)
     assert world.requests(backend) - before == (0 if backend == "onnx" else 1)

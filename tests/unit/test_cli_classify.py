@@ -22,7 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import azvision
-from azvision import AuthenticationError, Label, NotFoundError, Prediction
+from azvision import AuthenticationError, Label, Prediction, ServiceError
 from azvision._config import Secret, secret_setting
 from azvision._images import ImageLimits, LoadedImage
 from azvision._registry import _registered
@@ -78,7 +78,8 @@ class ColourBackend(BaseBackend):
         total = sum(scores.values()) or 1
         labels = [Label(name=n, confidence=v / total) for n, v in scores.items()]
         if max(scores, key=lambda n: scores[n]) == self._fail_on:
-            raise NotFoundError(f"no model for {self._fail_on} images", status_code=404)
+            # a per-image failure (a 404 would be a wrong model, which stops a batch after three)
+            raise ServiceError(f"cannot score {self._fail_on} images", status_code=422)
         return Prediction(labels=labels, backend=self.name, model="v1")
 
 

@@ -69,7 +69,7 @@ def test_evaluate_json_failures_and_min_accuracy_gate(dataset: Path, tmp_path: P
                  "--no-plot", "--opt", "fail_on=green")  # fmt: skip
     assert result.exit_code == 1  # some images failed
     metrics = json.loads(result.stdout.splitlines()[-1])
-    assert metrics["failed"] == 3 and metrics["failures_by_type"] == {"NotFoundError": 3}
+    assert metrics["failed"] == 3 and metrics["failures_by_type"] == {"ServiceError": 3}
     assert not (report / "confusion_matrix.png").exists()
     gate = run("evaluate", str(dataset), "-b", "fake_colour", "-r", str(report), "-q", "--no-plot",
                "--min-accuracy", "0.95")  # fmt: skip

@@ -68,7 +68,7 @@ def test_evaluate_a_folder_dataset_counts_failures_and_reports_each_outcome(tmp_
         )
     assert len(seen) == 10 and seen[0] == (str(tmp_path / "ds" / "blue" / "0.png"), "blue")
     assert m.backend == "fake_colour"
-    assert (m.total, m.failed, dict(m.failures_by_type)) == (10, 3, {"NotFoundError": 3})
+    assert (m.total, m.failed, dict(m.failures_by_type)) == (10, 3, {"ServiceError": 3})
     assert m.true_labels == ("blue", "green", "red")  # green has no scored image but stays a row
     assert m.per_label["red"].recall == 0.75 and m.per_label["blue"].precision == 0.75
     assert m.accuracy == pytest.approx(6 / 7)
