@@ -25,14 +25,16 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
+from azvision.emulator import AmlEndpointSpec
+from azvision.emulator._aml_spec import parse_aml_endpoint_option
+from azvision.emulator._azure_ml import AzureMLService
 from azvision.emulator._context import EmulatorConfig, EmulatorContext
 from azvision.emulator._inference_server import (
     InferenceServer,
     InferenceServerError,
     ensure_environment,
 )
-from azvision.emulator.azure_ml import AmlEndpointSpec, AzureMLService, parse_aml_endpoint_option
-from azvision.emulator.server import Emulator
+from azvision.emulator._server import Emulator
 
 SCRIPTS = Path(__file__).parent / "aml_scripts"
 EXAMPLE_SCORE = Path(__file__).parents[2] / "examples" / "aml" / "score.py"

@@ -148,7 +148,7 @@ def emulator_command(
 def _emulator_parts() -> tuple[Any, Any]:
     try:
         from ..emulator._context import EmulatorConfig
-        from ..emulator.server import serve
+        from ..emulator._server import serve
     except ImportError as exc:
         raise missing_extra(exc, what="the emulator", extra="emulator") from exc
     return serve, EmulatorConfig

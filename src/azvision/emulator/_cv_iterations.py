@@ -39,6 +39,7 @@ from azvision.emulator._cv_http import (
     read_images,
 )
 from azvision.emulator._cv_learning import DEFAULT_THRESHOLD
+from azvision.emulator._cv_prediction import check_task, image_from_url, image_prediction
 from azvision.emulator._cv_store import (
     CVError,
     ExportRecord,
@@ -52,7 +53,6 @@ from azvision.emulator._cv_store import (
     new_id,
     now_iso,
 )
-from azvision.emulator.custom_vision_prediction import check_task, image_from_url, image_prediction
 
 MAX_ITERATIONS = 20
 MIN_IMAGES = {"classification": 5, "detection": 15}

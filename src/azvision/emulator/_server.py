@@ -37,9 +37,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from azvision.emulator import azure_ml, custom_vision, image_analysis
+from azvision.emulator import _azure_ml as azure_ml
+from azvision.emulator import _custom_vision as custom_vision
+from azvision.emulator import _image_analysis as image_analysis
 from azvision.emulator._context import EmulatorConfig, EmulatorContext
-from azvision.emulator.faults import DROP_CONNECTION, FaultInjector, FaultMiddleware
+from azvision.emulator._faults import DROP_CONNECTION, FaultInjector, FaultMiddleware
 
 __all__ = ["Emulator", "serve"]
 
