@@ -280,7 +280,7 @@ class IterationsApi(ApiBase):
 
     async def quick_test_image(self, request: Request) -> Response:
         iteration = self._quick_test_iteration(request)
-        uploads = await read_images(request)
+        uploads = await read_images(request, MAX_TRAINING_IMAGE_BYTES, first_only=True)
         return await self._quick_test(iteration, uploads[0].data if uploads else b"")
 
     async def quick_test_image_url(self, request: Request) -> Response:
