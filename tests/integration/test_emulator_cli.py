@@ -37,8 +37,8 @@ def test_the_option_takes_a_script_and_an_optional_model_folder(tmp_path: Path) 
         ("score.py", "NAME=SCORE_PY"),
         ("cats=", "NAME=SCORE_PY"),
         (f"x={script}", "not an endpoint name"),
-        (f"cats={tmp_path / 'missing.py'}", "no scoring script"),
-        (f"cats={script}:{tmp_path / 'nowhere'}", "no model folder"),
+        (f"cats={tmp_path / 'missing.py'}", "no such scoring script"),
+        (f"cats={script}:{tmp_path / 'nowhere'}", "no such model folder"),
     ]:
         with pytest.raises(ValueError, match=why):
             parse_aml_endpoint_option(bad)

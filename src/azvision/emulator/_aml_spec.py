@@ -94,7 +94,7 @@ def parse_aml_endpoint_option(text: str) -> tuple[str, AmlEndpointSpec]:
             f"--aml-endpoint: {name!r} is not an endpoint name (3-32 letters, digits or inner hyphens)"
         )
     if not Path(script).is_file():
-        raise ValueError(f"--aml-endpoint {name}: no scoring script at {script}")
+        raise ValueError(f"--aml-endpoint {name}: no such scoring script {script}")
     if model_dir and not Path(model_dir).is_dir():
-        raise ValueError(f"--aml-endpoint {name}: no model folder at {model_dir}")
+        raise ValueError(f"--aml-endpoint {name}: no such model folder {model_dir}")
     return name, AmlEndpointSpec(script, model_dir=model_dir or None)

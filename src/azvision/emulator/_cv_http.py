@@ -30,7 +30,6 @@ from starlette.routing import Route
 
 from azvision.emulator._context import EmulatorContext
 from azvision.emulator._cv_learning import LearningEngine
-from azvision.emulator._image_header import read_header
 from azvision.emulator._cv_store import (
     CustomVisionStore,
     CVError,
@@ -38,6 +37,7 @@ from azvision.emulator._cv_store import (
     ProjectRecord,
     TagRecord,
 )
+from azvision.emulator._image_header import read_header
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -52,6 +52,7 @@ MAX_BATCH_IMAGES = 64
 MAX_JSON_BYTES = 1024 * 1024
 MAX_FILES_BATCH_BYTES = MAX_BATCH_IMAGES * (MAX_TRAINING_IMAGE_BYTES * 4 // 3 + 4096)
 _DRAIN_BYTES = 32 * 1024 * 1024
+_BODY_CUT = "azvision.emulator.body_cut"
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})
 _FETCH_TIMEOUT_S = 10.0
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -144,9 +145,12 @@ def cv_route(
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return JSONResponse(ACCESS_DENIED, status_code=401)
         try:
-            return await handler(request)
+            response = await handler(request)
         except CVError as error:
-            return cv_error(error)
+            response = cv_error(error)
+        if request.scope.get(_BODY_CUT):
+            response.headers["Connection"] = "close"
+        return response
 
     route = Route(path, endpoint, methods=[method], name=handler.__name__)
     route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)
@@ -212,8 +216,15 @@ async def read_capped(request: Request, limit: int) -> bytes:
             kept += chunk[:room]
         dropped += max(0, len(chunk) - max(room, 0))
         if dropped > _DRAIN_BYTES:
+            cut_body(request)
             break
     return bytes(kept)
+
+
+def cut_body(request: Request) -> None:
+    """Mark the request as not read to its end: its answer closes the connection (``Connection:
+    close``), so the server does not go on reading what the client still sends."""
+    request.scope[_BODY_CUT] = True
 
 
 @dataclass
@@ -292,13 +303,17 @@ async def _multipart_images(
             "on_part_end": on_part_end,
         },
     )
+    read = 0
     try:
         async for chunk in request.stream():
             parser.write(chunk)
-            if first_only and (uploads or len(part) > limit):
-                break  # the image is complete, or already too big: the rest is not needed
+            read += len(chunk)
+            if first_only and (len(part) > limit or read > limit + _DRAIN_BYTES):
+                cut_body(request)  # the image is already too big: the rest is not needed
+                break
             if len(uploads) > MAX_BATCH_IMAGES:
-                break  # the batch check answers; nothing more is read
+                cut_body(request)  # the batch check answers; nothing more is read
+                break
         else:
             parser.finalize()
     except Exception as exc:
