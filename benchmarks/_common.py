@@ -272,7 +272,7 @@ class RemoteEmulator:
     def __init__(self, options: list[str]) -> None:
         self._command = [sys.executable, "-m", "azvision", "emulator", *options]
         self._process: subprocess.Popen[str] | None = None
-        self.endpoint = self.prediction_key = self.vision_key = ""
+        self.endpoint = self.prediction_key = self.vision_key = self.training_key = ""
 
     def __enter__(self) -> RemoteEmulator:
         self._process = subprocess.Popen(
@@ -287,6 +287,7 @@ class RemoteEmulator:
         self.endpoint = info["endpoint"]
         self.prediction_key = info["prediction_key"]
         self.vision_key = info["vision_key"]
+        self.training_key = info["training_key"]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -301,8 +302,12 @@ class RemoteEmulator:
             process.wait(_TIMEOUT_S)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """``GET /_emulator/stats``: request counts by route and status."""
-        answer = httpx.get(f"{self.endpoint}/_emulator/stats", timeout=_TIMEOUT_S)
+        """``GET /_emulator/stats`` (its control key is the training key): counts by route and status."""
+        answer = httpx.get(
+            f"{self.endpoint}/_emulator/stats",
+            headers={"Training-Key": self.training_key},
+            timeout=_TIMEOUT_S,
+        )
         answer.raise_for_status()
         stats: dict[str, dict[str, int]] = answer.json()
         return stats

@@ -18,7 +18,7 @@ from ._common import Result
 
 NAME = "import"
 RUNS = 7
-FORBIDDEN = ("onnxruntime", "onnx", "azvision.emulator.server", "uvicorn", "starlette", "azure.ai.ml")
+FORBIDDEN = ("onnxruntime", "onnx", "azvision.emulator._server", "uvicorn", "starlette", "azure.ai.ml")
 _PROBE = (
     "import json, sys, time\n"
     "t = time.perf_counter()\n"

@@ -16,7 +16,7 @@ from PIL import Image
 
 from azvision import AuthenticationError, RetryPolicy
 from azvision.backends.azure_ml import AzureMLEndpointBackend
-from azvision.emulator.server import Emulator
+from azvision.emulator._server import Emulator
 from tests.unit.test_aml_workspace import FakeArm, endpoint
 
 COLOUR_SCRIPT = """

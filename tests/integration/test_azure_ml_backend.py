@@ -29,10 +29,11 @@ from azvision import (
     ServiceError,
 )
 from azvision.backends.azure_ml import TOKEN_SCOPE, AzureMLEndpointBackend
-from azvision.emulator._context import EmulatorConfig
-from azvision.emulator.azure_ml import AmlEndpointSpec
-from azvision.emulator.learner import export_model_bytes, get_feature_extractor, train_head
-from azvision.emulator.server import Emulator
+from azvision.emulator import AmlEndpointSpec, EmulatorConfig
+from azvision.emulator._features import get_feature_extractor
+from azvision.emulator._head import train_head
+from azvision.emulator._onnx_export import export_model_bytes
+from azvision.emulator._server import Emulator
 
 EXAMPLE_SCORE = Path(__file__).parents[2] / "examples" / "aml" / "score.py"
 COLOURS = {"red": (220, 30, 20), "green": (20, 200, 40), "blue": (20, 40, 220)}

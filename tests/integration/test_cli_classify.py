@@ -210,7 +210,11 @@ def test_emulator_command_serves_until_interrupted() -> None:
             assert {"training_key", "prediction_key", "vision_key", "aml_key", "aml_scoring_uris"} <= set(
                 info
             )
-            stats = httpx.get(info["endpoint"] + "/_emulator/stats", timeout=10)
+            stats = httpx.get(
+                info["endpoint"] + "/_emulator/stats",
+                headers={"Training-Key": info["training_key"]},
+                timeout=10,
+            )
             assert stats.status_code == 200
         finally:
             proc.send_signal(signal.SIGINT)

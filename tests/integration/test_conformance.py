@@ -18,9 +18,7 @@ from PIL import Image
 
 import azvision
 from azvision import Classifier, InvalidImageError, Prediction
-from azvision.emulator import Emulator
-from azvision.emulator._context import EmulatorConfig
-from azvision.emulator.azure_ml import AmlEndpointSpec
+from azvision.emulator import AmlEndpointSpec, Emulator, EmulatorConfig
 from tests.integration.conftest import SHAPES, shape_image
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from PIL import Image, ImageDraw, ImageFont
 
-from azvision.emulator.image_analysis import CATEGORY_TAXONOMY
-from azvision.emulator.server import Emulator
+from azvision.emulator._ia_describe import CATEGORY_TAXONOMY
+from azvision.emulator._server import Emulator
 
 TAXONOMY_FILE = Path(__file__).parents[3] / "shared" / "reference" / "category-taxonomy-86.txt"
 ANALYZE_40 = "/computervision/imageanalysis:analyze"

@@ -26,15 +26,17 @@ def get_domains(client: httpx.Client, emu: Emulator) -> httpx.Response:
     return client.get(emu.endpoint + DOMAINS, headers={"Training-Key": emu.training_key})
 
 
-def test_starts_fast_on_loopback_and_stops_cleanly() -> None:
-    started = time.perf_counter()
+def control(emu: Emulator) -> dict[str, str]:
+    """The header the ``/_emulator/*`` routes need."""
+    return {"Training-Key": emu.training_key}
+
+
+def test_starts_on_loopback_and_stops_cleanly() -> None:
     emu = Emulator().start()
-    elapsed = time.perf_counter() - started
     try:
-        assert elapsed < 1.0
         assert emu.endpoint.startswith("http://127.0.0.1:")
         assert emu.training_key not in repr(emu) and emu.prediction_key not in repr(emu)
-        assert httpx.get(emu.endpoint + "/_emulator/stats").json() == {}
+        assert httpx.get(emu.endpoint + "/_emulator/stats", headers=control(emu)).json() == {}
     finally:
         emu.stop()
     with pytest.raises(httpx.ConnectError):
@@ -60,9 +62,9 @@ def test_stats_and_reset_routes() -> None:
             "GET /nowhere": {"404": 1},
         }
         assert emu.stats() == expected
-        assert client.get(emu.endpoint + "/_emulator/stats").json() == expected
+        assert client.get(emu.endpoint + "/_emulator/stats", headers=control(emu)).json() == expected
 
-        assert client.post(emu.endpoint + "/_emulator/reset").status_code == 204
+        assert client.post(emu.endpoint + "/_emulator/reset", headers=control(emu)).status_code == 204
         assert emu.stats() == {}
         assert trainer.get_projects() == []
 
@@ -113,17 +115,17 @@ def test_dropped_connections_get_no_response_and_are_counted() -> None:
         for _ in range(3):
             with pytest.raises(httpx.RemoteProtocolError):
                 get_domains(client, emu)
-        assert client.get(emu.endpoint + "/_emulator/stats").json() == {DOMAINS_ROUTE: {"dropped": 3}}
+        stats = client.get(emu.endpoint + "/_emulator/stats", headers=control(emu))
+        assert stats.json() == {DOMAINS_ROUTE: {"dropped": 3}}
 
 
 def test_latency_delays_service_routes_only() -> None:
-    with Emulator(latency_ms=300) as emu, httpx.Client() as client:
-        started = time.perf_counter()
-        assert get_domains(client, emu).status_code == 200
-        assert time.perf_counter() - started >= 0.3
-        started = time.perf_counter()
-        client.get(emu.endpoint + "/_emulator/stats")
-        assert time.perf_counter() - started < 0.3
+    # A client whose timeout is far below the added latency times out on a service route and is
+    # answered on a control route: what is checked is which answers arrive, not how long they took.
+    with Emulator(latency_ms=60_000) as emu, httpx.Client(timeout=2.0) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            get_domains(client, emu)
+        assert client.get(emu.endpoint + "/_emulator/stats", headers=control(emu)).status_code == 200
 
 
 def test_aml_scoring_uri_of_an_unknown_endpoint_is_an_error() -> None:
@@ -171,4 +173,5 @@ def test_serve_prints_one_json_line_and_exits_on_signal(stop_signal: signal.Sign
 @pytest.mark.azvision_emulator(seed=9, latency_ms=1)
 def test_pytest_fixture_takes_its_options_from_the_marker(azvision_emulator: Emulator) -> None:
     assert azvision_emulator.config.seed == 9 and azvision_emulator.config.latency_ms == 1
-    assert httpx.get(azvision_emulator.endpoint + "/_emulator/stats").status_code == 200
+    answer = httpx.get(azvision_emulator.endpoint + "/_emulator/stats", headers=control(azvision_emulator))
+    assert answer.status_code == 200

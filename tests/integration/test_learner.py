@@ -18,15 +18,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
 from azvision._preprocess import spec_from_model_metadata, to_batch, upright_rgb
-from azvision.emulator.learner import (
-    FEATURE_DIM,
-    FeatureExtractor,
-    LinearHead,
-    build_export_zip,
-    cross_validate,
-    get_feature_extractor,
-    train_head,
-)
+from azvision.emulator._cross_validation import cross_validate
+from azvision.emulator._features import FEATURE_DIM, FeatureExtractor, get_feature_extractor
+from azvision.emulator._head import LinearHead, train_head
+from azvision.emulator._onnx_export import build_export_zip
+from azvision.emulator._preprocessing import INPUT_SIDE, SQUARE_SIDE
 
 SHAPES = ("circle", "square", "triangle")
 EXPORTED_AT = datetime(2024, 2, 19, 0, 38, 41, 880282, tzinfo=timezone.utc)
@@ -371,7 +367,8 @@ def test_exported_model_reproduces_the_emulators_predictions(shapes: Shapes, mul
         input_type=model_input.type,
         export_metadata=json.loads(archive.read("metadata_properties.json")),
     )
-    assert spec == get_feature_extractor().spec
+    # The SDK reads back from the export the pipeline the emulator's own preprocessing runs.
+    assert (spec.size, spec.channel_order, spec.square_side) == ((INPUT_SIDE, INPUT_SIDE), "BGR", SQUARE_SIDE)
     batch = to_batch([upright_rgb(Image.open(io.BytesIO(data))) for data in test_images], spec)
     (exported,) = session.run(["model_output"], {model_input.name: batch})  # the whole batch at once
     np.testing.assert_allclose(exported, head.predict_proba(test_features), atol=1e-4, rtol=0)

@@ -18,7 +18,9 @@ import pytest
 
 from azvision import ConfigurationError, InvalidImageError, OnnxBackend, Prediction
 from azvision._preprocess import COMPACT_CLASSIFIER
-from azvision.emulator.learner import LinearHead, build_export_zip, get_feature_extractor, train_head
+from azvision.emulator._features import get_feature_extractor
+from azvision.emulator._head import LinearHead, train_head
+from azvision.emulator._onnx_export import build_export_zip
 from tests.integration.conftest import SHAPES, ShapeDataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

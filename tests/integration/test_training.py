@@ -35,12 +35,16 @@ def write_shapes(root: Path, per_class: int, *, seed: int = 0, size: tuple[int, 
 
 
 def upload_requests(emulator: Emulator) -> int:
-    stats = httpx.get(f"{emulator.endpoint}/_emulator/stats", timeout=10).json()
+    stats = httpx.get(
+        f"{emulator.endpoint}/_emulator/stats", headers={"Training-Key": emulator.training_key}, timeout=10
+    ).json()
     return sum(sum(c.values()) for route, c in stats.items() if route.endswith("/images/files"))
 
 
 def route_count(emulator: Emulator, method: str, suffix: str) -> int:
-    stats = httpx.get(f"{emulator.endpoint}/_emulator/stats", timeout=10).json()
+    stats = httpx.get(
+        f"{emulator.endpoint}/_emulator/stats", headers={"Training-Key": emulator.training_key}, timeout=10
+    ).json()
     return sum(
         sum(c.values())
         for route, c in stats.items()
@@ -220,7 +224,11 @@ def test_throttled_uploads_wait_as_told_and_all_land(many: Dataset) -> None:
     with Emulator(rate_limit_tps=3) as emulator, make_trainer(emulator, max_rps=None) as trainer:
         project = trainer.project("throttled")
         report = trainer.upload(project, many)
-        stats = httpx.get(f"{emulator.endpoint}/_emulator/stats", timeout=10).json()
+        stats = httpx.get(
+            f"{emulator.endpoint}/_emulator/stats",
+            headers={"Training-Key": emulator.training_key},
+            timeout=10,
+        ).json()
     throttled = sum(c.get("429", 0) for route, c in stats.items() if route.endswith("/images/files"))
     # The quota was hit (by the uploads or the calls before them, which then taught the throttle a rate)
     assert sum(c.get("429", 0) for c in stats.values() if isinstance(c, dict)) > 0

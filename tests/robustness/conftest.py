@@ -31,8 +31,7 @@ from azvision import (
     RetryPolicy,
 )
 from azvision.backends._base import BaseBackend
-from azvision.emulator import Emulator
-from azvision.emulator.azure_ml import AmlEndpointSpec
+from azvision.emulator import AmlEndpointSpec, Emulator
 
 BACKENDS = ("custom_vision", "image_analysis", "azure_ml", "onnx")
 LABELS = ("horizontal", "vertical")

@@ -48,7 +48,7 @@ def test_a_command_module_with_a_broken_import_is_not_hidden(
 
 
 def test_emulator_without_its_extra_exits_2_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "azvision.emulator.server", raising=False)
+    monkeypatch.delitem(sys.modules, "azvision.emulator._server", raising=False)
     monkeypatch.setitem(sys.modules, "uvicorn", None)
     result = run("emulator")
     assert result.exit_code == 2

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from azvision.emulator._context import Stats
-from azvision.emulator.faults import (
+from azvision.emulator._faults import (
     ConnectionDroppedError,
     Fault,
     FaultInjector,

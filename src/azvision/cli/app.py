@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,17 +91,50 @@ def backends_command(
         typer.echo(f"{row['name']:<{widths[0]}}  {row['status']:<{widths[1]}}  {row['target']}")
 
 
-def _aml_endpoints(specs: list[str]) -> dict[str, Path]:
-    endpoints: dict[str, Path] = {}
+def _aml_endpoints(specs: list[str]) -> dict[str, Any]:
+    from ..emulator import AmlEndpointSpec  # light: no web framework
+    from ..emulator._aml_spec import parse_aml_endpoint_option
+
+    endpoints: dict[str, AmlEndpointSpec] = {}
     for spec in specs:
-        name, sep, score = spec.partition("=")
-        if not sep or not name.strip() or not score.strip():
-            raise ConfigurationError(f"--aml-endpoint takes NAME=SCORE_PY, got {spec!r}")
-        path = Path(score.strip())
-        if not path.is_file():
-            raise ConfigurationError(f"--aml-endpoint {name}: no such scoring script {path}")
-        endpoints[name.strip()] = path
+        try:
+            name, parsed = parse_aml_endpoint_option(spec.strip())
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        endpoints[name] = parsed
     return endpoints
+
+
+def emulator_env_lines(info: dict[str, Any]) -> str:
+    """Shell ``export`` lines for every setting the SDK and CLI read, from ``serve``'s JSON line.
+
+    Example:
+        >>> info = {"endpoint": "http://127.0.0.1:5055", "training_key": "t", "prediction_key": "p",
+        ...         "vision_key": "v", "prediction_resource_id": "/subscriptions/x", "aml_key": "a",
+        ...         "aml_scoring_uris": {}}
+        >>> print(emulator_env_lines(info).splitlines()[0])
+        export CUSTOM_VISION_PREDICTION_ENDPOINT=http://127.0.0.1:5055
+    """
+    from .._config import ENV
+
+    values = {
+        ENV["custom_vision"]["endpoint"]: info["endpoint"],
+        ENV["custom_vision"]["key"]: info["prediction_key"],
+        ENV["custom_vision_training"]["endpoint"]: info["endpoint"],
+        ENV["custom_vision_training"]["key"]: info["training_key"],
+        ENV["custom_vision_training"]["prediction_resource_id"]: info["prediction_resource_id"],
+        ENV["image_analysis"]["endpoint"]: info["endpoint"],
+        ENV["image_analysis"]["key"]: info["vision_key"],
+        ENV["azure_ml"]["key"]: info["aml_key"],
+    }
+    uris: dict[str, str] = info.get("aml_scoring_uris") or {}
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+    scoring = ENV["azure_ml"]["scoring_uri"]
+    if len(uris) == 1:
+        lines.append(f"export {scoring}={shlex.quote(next(iter(uris.values())))}")
+    else:
+        lines += [f"# {name}: export {scoring}={shlex.quote(uri)}" for name, uri in uris.items()]
+    return "\n".join(lines)
 
 
 @app.command("emulator")
@@ -117,12 +151,21 @@ def emulator_command(
     data_dir: Annotated[Path | None, typer.Option(help="Keep keys, projects and models here.")] = None,
     aml_endpoint: Annotated[
         list[str] | None,
-        typer.Option("--aml-endpoint", help="NAME=SCORE_PY: an Azure ML endpoint running that score.py."),
+        typer.Option(
+            "--aml-endpoint",
+            help="NAME=SCORE_PY[:MODEL_DIR]: an Azure ML endpoint running that score.py "
+            "(model folder: MODEL_DIR, else the script's folder).",
+        ),
     ] = None,
+    env: Annotated[
+        bool,
+        typer.Option("--env", help="Print shell export lines for every setting instead of the JSON line."),
+    ] = False,
 ) -> None:
     """Run the offline emulator of the Azure services until Ctrl-C.
 
-    Prints one JSON line first: endpoint, keys, prediction resource id and AML scoring URIs.
+    Prints one JSON line first: endpoint, keys, prediction resource id and AML scoring URIs
+    (with `--env`: `export NAME=VALUE` lines for the SDK's environment variables).
     """
     with usage_errors(str):
         endpoints = _aml_endpoints(aml_endpoint or [])
@@ -139,7 +182,7 @@ def emulator_command(
             aml_endpoints=endpoints,
         )
     try:
-        serve(config)
+        serve(config, announce=emulator_env_lines if env else None)
     except OSError as exc:
         error_line(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
         raise typer.Exit(2) from None
@@ -148,7 +191,7 @@ def emulator_command(
 def _emulator_parts() -> tuple[Any, Any]:
     try:
         from ..emulator._context import EmulatorConfig
-        from ..emulator.server import serve
+        from ..emulator._server import serve
     except ImportError as exc:
         raise missing_extra(exc, what="the emulator", extra="emulator") from exc
     return serve, EmulatorConfig

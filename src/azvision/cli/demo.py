@@ -165,7 +165,7 @@ def demo(
 
 def _emulator_type() -> type[Emulator]:
     try:
-        from ..emulator.server import Emulator
+        from ..emulator._server import Emulator
     except ImportError as exc:
         raise missing_extra(exc, what="the demo", extra="all") from exc
     return Emulator
@@ -338,8 +338,8 @@ class _DemoRun:
 
     def _azure_ml(self, export_dir: Path, test: Dataset) -> DemoRow:
         from ..backends.azure_ml import AzureMLEndpointBackend
+        from ..emulator import AmlEndpointSpec
         from ..emulator._inference_server import InferenceServerError, ensure_environment, environment_dir
-        from ..emulator.azure_ml import AmlEndpointSpec
 
         name = _AML_NAME
         self.say(

@@ -1,5 +1,10 @@
 """Offline emulator of Azure Custom Vision, Image Analysis and Azure ML online endpoints.
 
+The public face is :class:`Emulator`, :class:`EmulatorConfig`, :class:`AmlEndpointSpec`,
+:func:`serve` and the pytest plugin (``azvision.emulator.pytest_plugin``); every other module is
+private. The emulator is sealed from the SDK it checks: it imports nothing of ``azvision``
+outside this package and shares only data files (``azvision/data/``).
+
 ``Emulator`` and ``serve`` are imported on first use, so importing this package (for example by
 the pytest plugin that every test run loads) stays cheap and works without the emulator extra.
 
@@ -15,17 +20,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from azvision.emulator._aml_spec import AmlEndpointSpec
 from azvision.emulator._context import EmulatorConfig
 
 if TYPE_CHECKING:
-    from azvision.emulator.server import Emulator, serve
+    from azvision.emulator._server import Emulator, serve
 
-__all__ = ["Emulator", "EmulatorConfig", "serve"]
+__all__ = ["AmlEndpointSpec", "Emulator", "EmulatorConfig", "serve"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("Emulator", "serve"):
-        from azvision.emulator import server
+        from azvision.emulator import _server
 
-        return getattr(server, name)
+        return getattr(_server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,6 +37,7 @@ from azvision.emulator._cv_store import (
     ProjectRecord,
     TagRecord,
 )
+from azvision.emulator._image_header import read_header
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -46,6 +47,12 @@ PREDICTION = "prediction_key", "prediction-key"
 MAX_TRAINING_IMAGE_BYTES = 6 * 1024 * 1024
 MAX_PREDICTION_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_SIDE = 10240
+MAX_BATCH_IMAGES = 64
+#: Most JSON bodies are small; an ``/images/files`` batch carries up to 64 base64 images.
+MAX_JSON_BYTES = 1024 * 1024
+MAX_FILES_BATCH_BYTES = MAX_BATCH_IMAGES * (MAX_TRAINING_IMAGE_BYTES * 4 // 3 + 4096)
+_DRAIN_BYTES = 32 * 1024 * 1024
+_BODY_CUT = "azvision.emulator.body_cut"
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})
 _FETCH_TIMEOUT_S = 10.0
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -138,9 +145,12 @@ def cv_route(
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return JSONResponse(ACCESS_DENIED, status_code=401)
         try:
-            return await handler(request)
+            response = await handler(request)
         except CVError as error:
-            return cv_error(error)
+            response = cv_error(error)
+        if request.scope.get(_BODY_CUT):
+            response.headers["Connection"] = "close"
+        return response
 
     route = Route(path, endpoint, methods=[method], name=handler.__name__)
     route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)
@@ -178,14 +188,43 @@ def query_float(request: Request, name: str, default: float) -> float:
         raise CVError(400, "BadRequest", f"Query parameter {name!r} must be a number.") from None
 
 
-async def json_body(request: Request) -> Any:
-    body = await request.body()
+async def json_body(request: Request, limit: int = MAX_JSON_BYTES) -> Any:
+    """The request's JSON, read as a stream and refused beyond ``limit`` bytes."""
+    body = await read_capped(request, limit)
+    if len(body) > limit:
+        raise CVError(400, "BadRequest", f"The request body is larger than {limit} bytes.")
     if not body.strip():
         return None
     try:
         return json.loads(body)
     except ValueError:
         raise CVError(400, "BadRequest", "The request body is not valid JSON.") from None
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the body (enough to tell "too big"), never all of a huge one.
+
+    What lies beyond is read and dropped up to :data:`_DRAIN_BYTES`, so that a client sending a
+    slightly oversized image gets the service's error rather than a reset; a body larger than
+    that is cut (the connection closes after the answer).
+    """
+    kept = bytearray()
+    dropped = 0
+    async for chunk in request.stream():
+        room = limit + 1 - len(kept)
+        if room > 0:
+            kept += chunk[:room]
+        dropped += max(0, len(chunk) - max(room, 0))
+        if dropped > _DRAIN_BYTES:
+            cut_body(request)
+            break
+    return bytes(kept)
+
+
+def cut_body(request: Request) -> None:
+    """Mark the request as not read to its end: its answer closes the connection (``Connection:
+    close``), so the server does not go on reading what the client still sends."""
+    request.scope[_BODY_CUT] = True
 
 
 @dataclass
@@ -201,27 +240,35 @@ class Upload:
     error: str | None = None
 
 
-async def read_images(request: Request) -> list[Upload]:
+async def read_images(request: Request, limit: int, *, first_only: bool = False) -> list[Upload]:
     """Images of a ``multipart/form-data`` body (every part; ``imageData`` with or without a file
-    name) or of a raw body (``application/octet-stream`` or an image type)."""
-    body = await request.body()
+    name) or of a raw body (``application/octet-stream`` or an image type), read as a stream.
+
+    Each image keeps at most ``limit + 1`` bytes, so an oversized one is still told apart (the
+    service's size error) without being held. ``first_only`` (prediction) keeps the first part
+    only and stops reading once it is over ``limit``; a batch stops at more than 64 parts.
+    """
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/"):
-        return _multipart_images(body, content_type)
+        return await _multipart_images(request, content_type, limit, first_only)
+    body = await read_capped(request, limit)
     return [Upload(None, body)] if body else []
 
 
-def _multipart_images(body: bytes, content_type: str) -> list[Upload]:
+async def _multipart_images(
+    request: Request, content_type: str, limit: int, first_only: bool
+) -> list[Upload]:
     boundary = parse_options_header(content_type)[1].get(b"boundary")
     if not boundary:
         raise CVError(400, "BadRequestImageStream", "The multipart body has no boundary.")
     uploads: list[Upload] = []
-    chunks: list[bytes] = []
+    part = bytearray()
     header: list[bytes] = [b"", b""]  # field name, value
     filename: list[str | None] = [None]
+    keep = [1 if first_only else MAX_BATCH_IMAGES + 1]  # parts whose bytes are kept
 
     def on_part_begin() -> None:
-        chunks.clear()
+        part.clear()
         filename[0] = None
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
@@ -237,10 +284,13 @@ def _multipart_images(body: bytes, content_type: str) -> list[Upload]:
         header[0] = header[1] = b""
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        chunks.append(data[start:end])
+        room = limit + 1 - len(part)
+        if room > 0 and len(uploads) < keep[0]:
+            part.extend(data[start : min(end, start + room)])
 
     def on_part_end() -> None:
-        uploads.append(Upload(filename[0], b"".join(chunks)))
+        uploads.append(Upload(filename[0], bytes(part)))
+        part.clear()
 
     parser = MultipartParser(
         boundary,
@@ -253,11 +303,23 @@ def _multipart_images(body: bytes, content_type: str) -> list[Upload]:
             "on_part_end": on_part_end,
         },
     )
+    read = 0
     try:
-        parser.write(body)
-        parser.finalize()
+        async for chunk in request.stream():
+            parser.write(chunk)
+            read += len(chunk)
+            if first_only and (len(part) > limit or read > limit + _DRAIN_BYTES):
+                cut_body(request)  # the image is already too big: the rest is not needed
+                break
+            if len(uploads) > MAX_BATCH_IMAGES:
+                cut_body(request)  # the batch check answers; nothing more is read
+                break
+        else:
+            parser.finalize()
     except Exception as exc:
         raise CVError(400, "BadRequestImageStream", f"The multipart body is malformed: {exc}") from None
+    if first_only and not uploads and part:
+        uploads.append(Upload(filename[0], bytes(part)))
     return uploads
 
 
@@ -315,6 +377,10 @@ def inspect_image(data: bytes, max_bytes: int) -> ImageInfo:
         return ImageInfo("size")
     if not data:
         return ImageInfo("format")
+    header = read_header(data)
+    if header is not None and max(header.width, header.height) > MAX_IMAGE_SIDE:
+        # Refused from the header, as the service does, before Pillow allocates anything.
+        return ImageInfo("dimensions", header.width, header.height, header.format)
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind, width, height = image.format or "", image.width, image.height

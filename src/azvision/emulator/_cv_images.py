@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from azvision.emulator._cv_http import (
+    MAX_BATCH_IMAGES,
+    MAX_FILES_BATCH_BYTES,
     MAX_TRAINING_IMAGE_BYTES,
     ApiBase,
     ImageInfo,
@@ -49,7 +51,7 @@ from azvision.emulator._cv_store import (
     region_json,
 )
 
-MAX_BATCH = 64
+MAX_BATCH = MAX_BATCH_IMAGES
 MAX_TAGS_PER_IMAGE = 100
 MAX_REGIONS_PER_IMAGE = 300
 MAX_METADATA = 10
@@ -80,11 +82,11 @@ class ImagesApi(ApiBase):
         return [entry if isinstance(entry, dict) else {} for entry in entries]
 
     async def create_images_from_data(self, request: Request) -> Response:
-        uploads = await read_images(request)
+        uploads = await read_images(request, MAX_TRAINING_IMAGE_BYTES)
         return await self._create(request, uploads)
 
     async def create_images_from_files(self, request: Request) -> Response:
-        body = await json_body(request)
+        body = await json_body(request, MAX_FILES_BATCH_BYTES)
         uploads = []
         for entry in self._batch_entries(body):
             try:

@@ -39,6 +39,7 @@ from azvision.emulator._cv_http import (
     read_images,
 )
 from azvision.emulator._cv_learning import DEFAULT_THRESHOLD
+from azvision.emulator._cv_prediction import check_task, image_from_url, image_prediction
 from azvision.emulator._cv_store import (
     CVError,
     ExportRecord,
@@ -52,7 +53,6 @@ from azvision.emulator._cv_store import (
     new_id,
     now_iso,
 )
-from azvision.emulator.custom_vision_prediction import check_task, image_from_url, image_prediction
 
 MAX_ITERATIONS = 20
 MIN_IMAGES = {"classification": 5, "detection": 15}
@@ -280,7 +280,7 @@ class IterationsApi(ApiBase):
 
     async def quick_test_image(self, request: Request) -> Response:
         iteration = self._quick_test_iteration(request)
-        uploads = await read_images(request)
+        uploads = await read_images(request, MAX_TRAINING_IMAGE_BYTES, first_only=True)
         return await self._quick_test(iteration, uploads[0].data if uploads else b"")
 
     async def quick_test_image_url(self, request: Request) -> Response:

@@ -1,6 +1,6 @@
 """Background work of the emulated Custom Vision resource: training, evaluation, export, inference.
 
-Training is transfer learning through :mod:`azvision.emulator.learner` (a frozen pretrained
+Training is transfer learning through :mod:`azvision.emulator._features` / ``_head`` (a frozen pretrained
 backbone and a trained linear head), on one worker thread so that trainings queue instead of
 competing for the CPU. Features are cached per image digest, so re-training is cheap. An
 iteration turns ``Completed`` (or ``Failed``) no sooner than ``training_seconds`` after it
@@ -44,7 +44,8 @@ from azvision.emulator._cv_store import (
 if TYPE_CHECKING:
     import numpy as np
 
-    from azvision.emulator.learner import LinearHead, Performance
+    from azvision.emulator._cross_validation import Performance
+    from azvision.emulator._head import LinearHead
 
 logger = logging.getLogger(__name__)
 
@@ -150,14 +151,15 @@ class LearningEngine:
         performance: dict[str, Any] | None = None
         error: str | None = None
         try:
-            from azvision.emulator import learner
+            from azvision.emulator._cross_validation import cross_validate
+            from azvision.emulator._head import train_head
 
             features, targets, labels = self._dataset(
                 project_id, samples, iteration.tag_ids, names, detection
             )
             multi = multilabel and not detection
-            head = learner.train_head(features, targets, labels, multilabel=multi, seed=self._seed)
-            perf = learner.cross_validate(
+            head = train_head(features, targets, labels, multilabel=multi, seed=self._seed)
+            perf = cross_validate(
                 features, targets, labels, multilabel=multi, threshold=DEFAULT_THRESHOLD, seed=self._seed
             )
             head_json = dict(head.to_json())
@@ -212,13 +214,13 @@ class LearningEngine:
         with self._store.lock:
             project = self._store.projects[project_id]
             names = [project.tags[t].name if t in project.tags else t for t in iteration.tag_ids]
-        from azvision.emulator import learner
+        from azvision.emulator._cross_validation import cross_validate
 
         detection = is_detection(iteration.domain_id)
         features, targets, labels = self._dataset(
             project_id, iteration.samples, iteration.tag_ids, names, detection
         )
-        perf = learner.cross_validate(
+        perf = cross_validate(
             features,
             targets,
             labels,
@@ -236,7 +238,7 @@ class LearningEngine:
     def _extract(self, images: Sequence[bytes]) -> np.ndarray:
         import numpy as np
 
-        from azvision.emulator.learner import FEATURE_DIM, get_feature_extractor
+        from azvision.emulator._features import FEATURE_DIM, get_feature_extractor
 
         extractor = get_feature_extractor()
         parts = [np.zeros((0, FEATURE_DIM), np.float32)]
@@ -276,7 +278,7 @@ class LearningEngine:
 
     # -- inference ---------------------------------------------------------------------------
     def head(self, iteration: IterationRecord) -> LinearHead:
-        from azvision.emulator.learner import LinearHead
+        from azvision.emulator._head import LinearHead
 
         with self._lock:
             head = self._heads.get(iteration.id)
@@ -318,7 +320,7 @@ class LearningEngine:
         self._submit(lambda: self._export(project_id, iteration_id, export_id, started))
 
     def _export(self, project_id: str, iteration_id: str, export_id: str, started: float) -> None:
-        from azvision.emulator.learner import build_export_zip
+        from azvision.emulator._onnx_export import build_export_zip
 
         with self._store.lock:
             iteration = self._iteration(project_id, iteration_id)
@@ -381,7 +383,7 @@ def _background_label(names: Sequence[str]) -> str:
 
 
 def _open(data: bytes) -> Image.Image:
-    from azvision._preprocess import upright_rgb
+    from azvision.emulator._preprocessing import upright_rgb
 
     with Image.open(io.BytesIO(data)) as image:
         image.load()

@@ -49,7 +49,7 @@ __all__ = [
     "environment_dir",
 ]
 
-logger = logging.getLogger("azvision.emulator.azure_ml")
+logger = logging.getLogger("azvision.emulator._azure_ml")
 
 INFERENCE_SERVER_VERSION = "1.5.1"
 BASE_REQUIREMENTS: tuple[str, ...] = (

@@ -30,9 +30,9 @@ from starlette.routing import BaseRoute
 
 from azvision.emulator._context import EmulatorContext
 from azvision.emulator._cv_http import CustomVisionService, cv_route
+from azvision.emulator._cv_prediction import prediction_routes
 from azvision.emulator._cv_store import CVError
-from azvision.emulator.custom_vision_prediction import prediction_routes
-from azvision.emulator.custom_vision_training import training_routes
+from azvision.emulator._cv_training import training_routes
 
 __all__ = ["CustomVisionService", "routes"]
 

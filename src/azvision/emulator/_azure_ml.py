@@ -10,8 +10,8 @@ scoring script answers non-200. Behind it, each deployment is a real
 ``azureml-inference-server-http`` process running the user's ``score.py``
 (:mod:`azvision.emulator._inference_server`).
 
-On the command line: ``azvision emulator --aml-endpoint NAME=SCORE_PY`` (repeatable); the model
-directory (``AZUREML_MODEL_DIR``) is then the folder holding ``score.py``.
+On the command line: ``azvision emulator --aml-endpoint NAME=SCORE_PY[:MODEL_DIR]`` (repeatable); the
+model directory (``AZUREML_MODEL_DIR``) defaults to the folder holding ``score.py``.
 
 Example::
 
@@ -25,17 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import os
 import random
-import re
 import shutil
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -43,81 +39,23 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ._context import EmulatorContext
-from ._inference_server import InferenceServer, ensure_environment, logger
+from azvision.emulator._aml_spec import ENDPOINT_NAME as _NAME
+from azvision.emulator._aml_spec import AmlEndpointSpec
+from azvision.emulator._context import EmulatorContext
+from azvision.emulator._inference_server import InferenceServer, ensure_environment, logger
 
 __all__ = [
-    "AmlEndpointSpec",
     "AzureMLService",
-    "parse_aml_endpoint_option",
     "routes",
     "scoring_uri",
 ]
 
-_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){2,31}$")
 _NO_ROUTE = (
     "No valid deployments to route to. Please check that the endpoint has at least one deployment "
     "with positive weight values or use a deployment specific header to route."
 )
 _HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "authorization"}
 _PASS_BACK = ("content-type", "x-request-id", "x-ms-")  # prefixes of upstream headers kept
-
-PathLike = str | os.PathLike[str]
-
-
-@dataclass(frozen=True)
-class AmlEndpointSpec:
-    """One emulated online endpoint: the scoring script and its deployments' request settings.
-
-    ``traffic`` maps deployment → weight (default: all traffic to the first deployment);
-    ``requirements`` are extra pip packages for the inference-server environment.
-
-    Example:
-        >>> spec = AmlEndpointSpec("score.py", deployments=("blue", "green"), traffic={"green": 100})
-        >>> spec.deployments, spec.request_timeout_ms
-        (('blue', 'green'), 5000)
-    """
-
-    score_script: PathLike
-    model_dir: PathLike | None = None
-    deployments: tuple[str, ...] = ("blue",)
-    traffic: Mapping[str, int] = field(default_factory=dict)
-    request_timeout_ms: int = 5000
-    max_concurrent_requests: int = 1
-    instance_count: int = 1
-    requirements: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        bad = [d for d in self.deployments if not _NAME.match(d)]
-        if not self.deployments or bad or len(set(self.deployments)) != len(self.deployments):
-            raise ValueError(f"invalid deployment names {list(self.deployments)!r}")
-        if set(self.traffic) - set(self.deployments) or any(w < 0 for w in self.traffic.values()):
-            raise ValueError(f"traffic {dict(self.traffic)!r} does not fit {self.deployments!r}")
-        if min(self.request_timeout_ms, self.max_concurrent_requests, self.instance_count) < 1:
-            raise ValueError("request_timeout_ms, max_concurrent_requests, instance_count must be ≥ 1")
-
-    @property
-    def script(self) -> Path:
-        """The scoring script as an absolute path."""
-        return Path(self.score_script).resolve()
-
-    @property
-    def model_path(self) -> Path:
-        """``AZUREML_MODEL_DIR`` for the servers: ``model_dir``, else the script's folder."""
-        return Path(self.model_dir).resolve() if self.model_dir else self.script.parent
-
-
-def parse_aml_endpoint_option(text: str) -> tuple[str, AmlEndpointSpec]:
-    """Parse the CLI form ``NAME=SCORE_PY``.
-
-    Example:
-        >>> parse_aml_endpoint_option("cats=deploy/score.py")[0]
-        'cats'
-    """
-    name, sep, script = text.partition("=")
-    if not sep or not _NAME.match(name) or not script:
-        raise ValueError(f"expected NAME=SCORE_PY with a 3-32 character endpoint name, got {text!r}")
-    return name, AmlEndpointSpec(script)
 
 
 class AzureMLService:

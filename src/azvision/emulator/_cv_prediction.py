@@ -80,7 +80,7 @@ def _handler(service: CustomVisionService, name: str, *, detect: bool, by_url: b
         if by_url:
             data = await image_from_url(service, request, MAX_PREDICTION_IMAGE_BYTES)
         else:
-            uploads = await read_images(request)
+            uploads = await read_images(request, MAX_PREDICTION_IMAGE_BYTES, first_only=True)
             data = uploads[0].data if uploads else b""
         prediction_image(data)
         body = await run_in_threadpool(

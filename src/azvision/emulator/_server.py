@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import ipaddress
 import json
 import logging
@@ -37,14 +38,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from azvision.emulator import azure_ml, custom_vision, image_analysis
+from azvision.emulator import _azure_ml as azure_ml
+from azvision.emulator import _custom_vision as custom_vision
+from azvision.emulator import _image_analysis as image_analysis
 from azvision.emulator._context import EmulatorConfig, EmulatorContext
-from azvision.emulator.faults import DROP_CONNECTION, FaultInjector, FaultMiddleware
+from azvision.emulator._cv_http import ACCESS_DENIED as _ACCESS_DENIED
+from azvision.emulator._faults import DROP_CONNECTION, FaultInjector, FaultMiddleware
+from azvision.emulator._guard import HostGuard
 
 __all__ = ["Emulator", "serve"]
 
 logger = logging.getLogger(__name__)
 
+#: Header of the ``/_emulator/*`` control routes; its value is the emulator's training key.
+CONTROL_KEY_HEADER = "Training-Key"
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
 _MAX_BODY_BYTES = 512 * 1024 * 1024
@@ -299,7 +306,7 @@ class Emulator:
         return f"Emulator({state})"
 
     # -- internals ---------------------------------------------------------------------------
-    def _build_app(self) -> FaultMiddleware:
+    def _build_app(self) -> HostGuard:
         ctx = self._ctx
         routes: list[BaseRoute] = [
             Route("/_emulator/stats", self._stats_endpoint, methods=["GET"]),
@@ -315,13 +322,14 @@ class Emulator:
             exception_handlers={404: _not_found, HTTPException: _http_error},
             max_body_size=_MAX_BODY_BYTES,
         )
-        return FaultMiddleware(
+        faulty = FaultMiddleware(
             app,
             injector=self._injector,
             stats=ctx.stats,
             routes=app.routes,
             latency_ms=self.config.latency_ms,
         )
+        return HostGuard(faulty, bound_host=self.config.host)
 
     def _close_services(self) -> None:
         for service in self._ctx.services.values():
@@ -329,10 +337,20 @@ class Emulator:
             if callable(close):
                 close()
 
+    def _control_key_ok(self, request: Request) -> bool:
+        # The control routes can wipe a data_dir: they take the training key, which can delete
+        # every project anyway. A custom header also keeps cross-origin "simple" requests out.
+        given = request.headers.get(CONTROL_KEY_HEADER, "")
+        return hmac.compare_digest(given.encode(), self._ctx.training_key.encode())
+
     async def _stats_endpoint(self, request: Request) -> Response:
+        if not self._control_key_ok(request):
+            return JSONResponse(_ACCESS_DENIED, status_code=401)
         return JSONResponse(self.stats())
 
     async def _reset_endpoint(self, request: Request) -> Response:
+        if not self._control_key_ok(request):
+            return JSONResponse(_ACCESS_DENIED, status_code=401)
         self.reset()
         return Response(status_code=204)
 
@@ -381,11 +399,12 @@ def _load_or_create_keys(data_dir: Path | None) -> dict[str, str]:
     return keys
 
 
-def serve(config: EmulatorConfig) -> None:
+def serve(config: EmulatorConfig, *, announce: Callable[[dict[str, Any]], str] | None = None) -> None:
     """Run an emulator in the foreground until SIGINT or SIGTERM (``azvision emulator``).
 
     Prints exactly one JSON line with the endpoint, keys, prediction resource id and AML scoring
-    URIs to stdout first.
+    URIs to stdout first; ``announce``, when given, turns that dict into the text printed instead
+    (``azvision emulator --env`` prints shell ``export`` lines).
 
     Example::
 
@@ -410,7 +429,8 @@ def serve(config: EmulatorConfig) -> None:
                 "aml_key": emu.aml_key,
                 "aml_scoring_uris": {name: emu.aml_scoring_uri(name) for name in config.aml_endpoints},
             }
-            sys.stdout.write(json.dumps(line) + "\n")
+            text = announce(line) if announce is not None else json.dumps(line)
+            sys.stdout.write(text.rstrip("\n") + "\n")
             sys.stdout.flush()
             while not stop.wait(0.5):
                 pass
