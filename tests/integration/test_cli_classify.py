@@ -102,6 +102,12 @@ def azvision(*args: str, env: dict[str, str] | None = None, timeout: float = 120
     )
 
 
+def default_sigint() -> None:
+    """Run in the child before exec: Ctrl-C must raise KeyboardInterrupt there even when this test runner
+    was started from a background job, which starts with SIGINT ignored (and a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -169,7 +175,9 @@ def test_ctrl_c_then_resume(published: Published, tmp_path: Path) -> None:
         (folder / f"{i:02d}.png").write_bytes(png(list(COLOURS)[i % 3], i))
     out = tmp_path / "out.jsonl"
     args = [sys.executable, "-m", "azvision", "classify", str(folder), *published.flags(), "-o", str(out)]
-    with subprocess.Popen([*args, "--max-rps", "5"], stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [*args, "--max-rps", "5"], stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    ) as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
             time.sleep(0.05)
