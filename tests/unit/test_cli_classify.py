@@ -292,3 +292,14 @@ def test_backend_from_environment(photos: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AZVISION_BACKEND", "fake_colour")
     result = run("classify", str(photos / "img02.png"), "-q")
     assert result.exit_code == 0 and json.loads(result.stdout)["label"] == "blue"
+
+
+def test_progress_has_a_total_for_folders_less_what_resume_skips(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("azvision.cli.classify.stderr_is_tty", lambda: True)
+    out = tmp_path / "out.jsonl"
+    run("classify", str(photos / "img00.png"), str(photos / "img01.png"), "-b", "fake_colour", "-o", str(out))
+    result = run("classify", str(photos), "-b", "fake_colour", "-o", str(out), "--resume")
+    assert result.exit_code == 0
+    assert "10/10" in result.stderr and "/?" not in result.stderr
