@@ -21,7 +21,7 @@ from .._config import ENV
 from .._errors import AuthenticationError, AzVisionError, BackendConnectionError, NotFoundError
 from .._models import Prediction
 
-__all__ = ["FailureTally", "backend_endpoint"]
+__all__ = ["FailureTally", "backend_endpoint", "fix_for"]
 
 _CONNECT_FAILURE = re.compile(
     r"refused|resolve|getaddrinfo|name or service|nodename|no address|dns|ssl|tls|certificate|"
@@ -77,6 +77,38 @@ def _setting(backend: str, arg: str) -> str:
     return f"{flag} (or {env})" if env else flag
 
 
+def _kind(error: AzVisionError) -> str | None:
+    if isinstance(error, AuthenticationError):
+        return "auth"
+    if isinstance(error, NotFoundError):
+        return "not_found"
+    if isinstance(error, BackendConnectionError):
+        cause = error.__cause__
+        text = f"{error.message} {type(cause).__name__ if cause else ''} {cause or ''}"
+        return "connection" if _CONNECT_FAILURE.search(text) else "dropped"
+    return None
+
+
+def _fix(backend: str, kind: str) -> str:
+    why, args = _FIXES.get(backend, _DEFAULT_FIXES)[kind]
+    return why + (f"; check {' and '.join(_setting(backend, arg) for arg in args)}" if args else "")
+
+
+def fix_for(backend: str, error: AzVisionError) -> str | None:
+    """What a single failed call says about the settings, and which to check; ``None`` if nothing.
+
+    Example:
+        >>> from azvision import NotFoundError
+        >>> fix_for("azure_ml", NotFoundError("no such deployment", status_code=404))
+        'no such endpoint or deployment; check --scoring-uri (or AZUREML_SCORING_URI) and --deployment (or \
+AZUREML_DEPLOYMENT)'
+    """
+    kind = _kind(error)
+    if kind is None:
+        return None
+    return _fix(backend, "connection" if kind == "dropped" else kind)
+
+
 class FailureTally:
     """Counts a run's outcomes by the kinds of failure that mean a setting is wrong."""
 
@@ -92,22 +124,10 @@ class FailureTally:
             self.succeeded += 1
             return
         self.failed += 1
-        kind = self._kind(outcome)
+        kind = _kind(outcome)
         if kind is not None:
             self._kinds[kind] += 1
             self._types.setdefault(kind, type(outcome).__name__)
-
-    @staticmethod
-    def _kind(error: AzVisionError) -> str | None:
-        if isinstance(error, AuthenticationError):
-            return "auth"
-        if isinstance(error, NotFoundError):
-            return "not_found"
-        if isinstance(error, BackendConnectionError):
-            cause = error.__cause__
-            text = f"{error.message} {type(cause).__name__ if cause else ''} {cause or ''}"
-            return "connection" if _CONNECT_FAILURE.search(text) else "dropped"
-        return None
 
     def hint(self, backend: str, *, endpoint: str | None) -> str | None:
         """One line naming the endpoint and the likely fix; ``None`` when no failure points at a setting."""
@@ -120,9 +140,7 @@ class FailureTally:
         if not found:
             return None
         kind = found[0]
-        why, args = _FIXES.get(backend, _DEFAULT_FIXES)[kind]
         count = kinds[kind]
         where = f" at {endpoint}" if endpoint else ""
-        fix = f"; check {' and '.join(_setting(backend, arg) for arg in args)}" if args else ""
-        plural = "s" if count != 1 else ""
-        return f"{count} input{plural} failed with {self._types[kind]} from {backend}{where}: {why}{fix}"
+        what = f"{count} input{'s' if count != 1 else ''} failed with {self._types[kind]}"
+        return f"{what} from {backend}{where}: {_fix(backend, kind)}"
