@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -303,6 +304,14 @@ def plot_confusion_matrix(metrics: Metrics, path: str | os.PathLike[str]) -> Pat
         >>> plot_confusion_matrix(compute_metrics(["a", "b"], ["a", "a"]), "cm.png")  # doctest: +SKIP
         PosixPath('cm.png')
     """
+    fig = _confusion_figure(metrics)
+    out = Path(path)
+    fig.savefig(out, format="png")
+    return out
+
+
+def _confusion_figure(metrics: Metrics) -> Any:
+    """The confusion-matrix figure, its title wrapped to the figure's width so no word is cut off."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -310,7 +319,8 @@ def plot_confusion_matrix(metrics: Metrics, path: str | os.PathLike[str]) -> Pat
         raise missing_extra(exc, what="drawing the confusion matrix", extra="eval") from exc
     rows, cols = metrics.true_labels, metrics.labels
     shares = [[n / (sum(row) or 1) for n in row] for row in metrics.confusion_matrix]
-    fig = Figure(figsize=(max(4.0, 1.0 + 0.7 * len(cols)), max(3.5, 1.0 + 0.6 * len(rows))), dpi=100)
+    width = max(4.0, 1.0 + 0.7 * len(cols))
+    fig = Figure(figsize=(width, max(3.5, 1.0 + 0.6 * len(rows))), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
@@ -323,12 +333,16 @@ def plot_confusion_matrix(metrics: Metrics, path: str | os.PathLike[str]) -> Pat
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     title = f"accuracy {metrics.accuracy:.1%} on {metrics.scored} images"
-    ax.set_title(f"{metrics.backend}: {title}" if metrics.backend else title)
+    if metrics.backend:
+        title = f"{metrics.backend}\n{title}"
+    # A title over the axes is centred on them and cut at the figure's edge; over the figure, wrapped at
+    # about 0.62 em per character of 11 pt text, it always fits.
+    fits = max(12, int(width * 72 / (11 * 0.62)) - 2)
+    lines = [textwrap.fill(line, fits, break_long_words=True) for line in title.split("\n")]
+    fig.suptitle("\n".join(lines), fontsize=11)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true label")
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, format="png")
-    return out
+    return fig
 
 
 def write_report(

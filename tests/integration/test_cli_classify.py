@@ -102,6 +102,12 @@ def azvision(*args: str, env: dict[str, str] | None = None, timeout: float = 120
     )
 
 
+def default_sigint() -> None:
+    """Run in the child before exec: Ctrl-C must raise KeyboardInterrupt there even when this test runner
+    was started from a background job, which starts with SIGINT ignored (and a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -169,7 +175,9 @@ def test_ctrl_c_then_resume(published: Published, tmp_path: Path) -> None:
         (folder / f"{i:02d}.png").write_bytes(png(list(COLOURS)[i % 3], i))
     out = tmp_path / "out.jsonl"
     args = [sys.executable, "-m", "azvision", "classify", str(folder), *published.flags(), "-o", str(out)]
-    with subprocess.Popen([*args, "--max-rps", "5"], stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [*args, "--max-rps", "5"], stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    ) as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
             time.sleep(0.05)
@@ -268,3 +276,79 @@ def test_onnx_backend_on_a_real_service_export(tmp_path: Path) -> None:
     rejected = azvision("classify", str(too_old / "Donuts__3291252.jpg"), "--backend", "onnx",
                         "--model-path", str(too_old / "model.onnx"))  # fmt: skip
     assert rejected.returncode == 2 and "export" in rejected.stderr and "Traceback" not in rejected.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_check_validates_endpoint_key_and_model_in_one_line(published: Published) -> None:
+    ok = azvision("check", *published.flags())
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"ok: custom_vision at {published.endpoint} answered in ")
+    vision = azvision("check", "-b", "image_analysis", "--endpoint", published.endpoint,
+                      env={"VISION_KEY": published.vision_key})  # fmt: skip
+    assert vision.returncode == 0, vision.stderr
+
+    flags = published.flags()
+    flags[flags.index("--key") + 1] = WRONG_KEY
+    wrong_key = azvision("check", *flags)
+    assert wrong_key.returncode == 1 and wrong_key.stderr.count("\n") == 1
+    assert "AuthenticationError" in wrong_key.stderr and "--key (or CUSTOM_VISION_PREDICTION_KEY)" in (
+        wrong_key.stderr
+    )
+    assert WRONG_KEY not in wrong_key.stdout + wrong_key.stderr
+
+    flags = published.flags()
+    flags[flags.index("--iteration") + 1] = "no-such-iteration"
+    wrong_model = azvision("check", *flags)
+    assert wrong_model.returncode == 1 and "NotFoundError" in wrong_model.stderr
+    assert "--iteration (or CUSTOM_VISION_ITERATION_NAME)" in wrong_model.stderr
+
+    flags = published.flags()
+    flags[flags.index("--endpoint") + 1] = f"http://127.0.0.1:{_closed_port()}"
+    nobody = azvision("check", *flags, timeout=60)
+    assert nobody.returncode == 1 and nobody.stderr.count("\n") == 1
+    assert "BackendConnectionError" in nobody.stderr and "--endpoint (or" in nobody.stderr
+
+    missing = azvision("check", "-b", "custom_vision")
+    assert missing.returncode == 2 and "CUSTOM_VISION_PREDICTION_ENDPOINT" in missing.stderr
+
+
+def test_a_run_failing_on_a_setting_ends_with_one_line_naming_endpoint_and_fix(
+    published: Published, held_out: Path, tmp_path: Path
+) -> None:
+    flags = published.flags()
+    flags[flags.index("--iteration") + 1] = "not-published"
+    result = azvision("classify", str(held_out), *flags, "-o", str(tmp_path / "out.jsonl"), "-q")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"azvision: error: 9 inputs failed with NotFoundError from custom_vision at {published.endpoint}: "
+        "no published iteration by that name in that project; check --project-id (or "
+        "CUSTOM_VISION_PROJECT_ID) and --iteration (or CUSTOM_VISION_ITERATION_NAME)"
+    ]
+
+
+def test_evaluate_image_analysis_at_zero_accuracy_hints_at_the_label_map(
+    published: Published, held_out: Path, tmp_path: Path
+) -> None:
+    names = {"red": "warm", "green": "leaf", "blue": "sea"}  # labels no pre-trained vocabulary answers
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    for colour, label in names.items():
+        (held_out / colour).rename(dataset / label)
+    args = ["evaluate", str(dataset), "-b", "image_analysis", "--endpoint", published.endpoint,
+            "--no-plot", "-q"]  # fmt: skip
+    env = {"VISION_KEY": published.vision_key}
+    bare = azvision(*args, "-r", str(tmp_path / "bare"), env=env)
+    assert json.loads((tmp_path / "bare" / "metrics.json").read_text())["accuracy"] == 0
+    assert "--label-map" in bare.stderr and "label_map" in bare.stderr
+    label_map = tmp_path / "map.json"
+    label_map.write_text(json.dumps({label: [colour] for colour, label in names.items()}))
+    mapped = azvision(*args, "-r", str(tmp_path / "mapped"), "--label-map", str(label_map), env=env)
+    assert json.loads((tmp_path / "mapped" / "metrics.json").read_text())["accuracy"] > 0
+    assert "--label-map" not in mapped.stderr, mapped.stderr

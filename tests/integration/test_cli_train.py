@@ -14,7 +14,9 @@ from azvision.cli.app import app
 from azvision.emulator import Emulator
 
 CLASSES = ("circle", "square", "triangle")
-JSON_KEYS = {"project_id", "iteration_id", "publish_name", "uploaded", "duplicates", "failed", "export_dir"}
+JSON_KEYS = {
+    "project_id", "iteration_id", "publish_name", "uploaded", "duplicates", "failed", "export_dir", "classify"
+}  # fmt: skip
 
 
 def write_dataset(root: Path, per_class: int) -> Path:
@@ -130,3 +132,36 @@ def test_missing_settings_and_wrong_keys_exit_2_without_echoing_the_key(
     assert "bad-key-0123" not in err
     code, _, err = run(str(tmp_path / "missing"), "--project", "x")
     assert code == 2 and "does not exist" in err
+
+
+def test_the_classify_settings_printed_after_training_work_as_pasted(
+    env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_dataset(tmp_path / "data", per_class=5)
+    code, out, err = run(str(data), "--project", "paste", "--publish-name", "prod", "--export", "onnx",
+                         "--export-dir", str(tmp_path / "model"), "--json")  # fmt: skip
+    assert code == 0, err
+    settings = json.loads(out.strip().splitlines()[-1])["classify"]
+    assert set(settings) == {"custom_vision", "onnx"}
+    assert settings["custom_vision"]["CUSTOM_VISION_ITERATION_NAME"] == "prod"
+    for name, value in settings["custom_vision"].items():
+        assert f"export {name}={value}" in err  # the human lines (on stderr with --json)
+    assert env.training_key not in out + err and env.prediction_key not in out + err
+    image = str(next((data / "circle").iterdir()))
+    for backend, variables in settings.items():
+        with monkeypatch.context() as pasted:
+            for name, value in variables.items():
+                pasted.setenv(name, value)
+            pasted.setenv("CUSTOM_VISION_PREDICTION_KEY", env.prediction_key)
+            result = CliRunner().invoke(app, ["classify", image, "-q"])
+        assert result.exit_code == 0, (backend, result.stderr)
+        assert json.loads(result.stdout)["backend"] == backend
+
+
+def test_without_publishing_or_exporting_there_is_nothing_to_classify_with(
+    env: Emulator, tmp_path: Path
+) -> None:
+    data = write_dataset(tmp_path / "data", per_class=5)
+    code, out, err = run(str(data), "--project", "unpublished", "--json")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["classify"] == {}

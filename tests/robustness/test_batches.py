@@ -103,6 +103,12 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def default_sigint() -> None:
+    """Run in the child before exec: Ctrl-C must raise KeyboardInterrupt there even when this test runner
+    was started from a background job, which starts with SIGINT ignored (and a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_classify_leaves_a_valid_file_that_resume_completes(
     world: World, tmp_path: Path
 ) -> None:
@@ -121,7 +127,7 @@ def test_ctrl_c_during_classify_leaves_a_valid_file_that_resume_completes(
                "--output", str(out), "--max-rps", "12", "--concurrency", "2"]  # fmt: skip
     env = {**os.environ, "CUSTOM_VISION_PREDICTION_KEY": emu.prediction_key}
     with subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
     ) as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 10):

@@ -72,3 +72,25 @@ def test_progress_bar_on_a_terminal_and_not_with_quiet(
     assert shown.exit_code == 0 and "classifying" in shown.stderr and "3" in shown.stderr
     quiet = run("classify", str(tmp_path / "in"), "-b", "fake_colour", "-o", str(tmp_path / "o.jsonl"), "-q")
     assert quiet.stderr == ""
+
+
+def test_check_classifies_one_probe_and_says_ok() -> None:
+    result = run("check", "-b", "fake_colour")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("ok: fake_colour answered in ") and result.stdout.count("\n") == 1
+    as_json = json.loads(run("check", "-b", "fake_colour", "--json").stdout)
+    assert as_json["ok"] is True and as_json["label"] in {"red", "green", "blue"}
+
+
+def test_check_names_the_fix_in_one_line_and_exits_1() -> None:
+    result = run("check", "-b", "fake_colour", "--key", "sk-refused-5678", "--opt", "leak_key:=true")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "azvision: error: fake_colour: AuthenticationError: the key *** was refused (HTTP 401) "
+        "(the service refused the key; check --key)\n"
+    )
+
+
+def test_check_usage_errors_exit_2() -> None:
+    result = run("check")
+    assert result.exit_code == 2 and "missing backend" in result.stderr

@@ -145,19 +145,37 @@ def test_a_failed_input_keeps_its_line_and_exits_1(photos: Path, tmp_path: Path)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png at all")
     out = tmp_path / "out.jsonl"
-    inputs = [
-        str(photos / "img00.png"),
-        str(broken),
-        str(tmp_path / "missing.jpg"),
-        str(photos / "img01.png"),
-    ]
-    result = run("classify", *inputs, "-b", "fake_colour", "-o", str(out), "-q")
+    inputs = [str(photos / "img00.png"), str(broken), str(photos / "img01.png")]
+    result = run("classify", *inputs, "-b", "fake_colour", "-o", str(out))
     assert result.exit_code == 1
     records = lines(out)
     assert [r["source"] for r in records] == inputs
     assert records[1]["error"]["type"] == "InvalidImageError" and records[1]["label"] is None
-    assert "no such file" in records[2]["error"]["message"]
-    assert records[0]["error"] is None and records[3]["label"] == "green"
+    assert records[0]["error"] is None and records[2]["label"] == "green"
+    assert "2 classified, 1 failed in" in result.stderr  # failures are not counted as classified
+
+
+@pytest.mark.parametrize("missing", ["nosuchdir/", "missing.jpg"])
+def test_a_missing_folder_or_file_is_a_usage_error(photos: Path, tmp_path: Path, missing: str) -> None:
+    out = tmp_path / "out.jsonl"
+    result = run("classify", str(photos / "img00.png"), str(tmp_path / missing), "-b", "fake_colour",
+                 "-o", str(out))  # fmt: skip
+    assert result.exit_code == 2
+    assert f"no such file or folder: {tmp_path / missing}" in result.stderr
+    assert result.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_an_empty_folder_is_warned_about_and_counted(photos: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    out = tmp_path / "out.jsonl"
+    result = run("classify", str(tmp_path / "empty"), str(photos / "img00.png"), "-b", "fake_colour",
+                 "-o", str(out), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert f"warning: no images in the folder {tmp_path / 'empty'}" in result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["empty_folders"] == 1 and summary["classified"] == 1
+    assert len(lines(out)) == 1
 
 
 def test_csv_output_shape(photos: Path, tmp_path: Path) -> None:
@@ -186,7 +204,8 @@ def test_resume_skips_done_inputs_and_drops_a_partial_last_line(photos: Path, tm
     records = lines(out)
     assert [r["source"] for r in records] == [str(photos / f"img{i:02d}.png") for i in range(12)]
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["written"] == 10 and summary["skipped"] == 2 and summary["failed"] == 0
+    assert summary["written"] == summary["classified"] == 10
+    assert summary["skipped"] == 2 and summary["failed"] == 0
 
 
 def test_resume_counts_earlier_failures_in_the_exit_status(photos: Path, tmp_path: Path) -> None:
@@ -274,3 +293,14 @@ def test_backend_from_environment(photos: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AZVISION_BACKEND", "fake_colour")
     result = run("classify", str(photos / "img02.png"), "-q")
     assert result.exit_code == 0 and json.loads(result.stdout)["label"] == "blue"
+
+
+def test_progress_has_a_total_for_folders_less_what_resume_skips(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("azvision.cli.classify.stderr_is_tty", lambda: True)
+    out = tmp_path / "out.jsonl"
+    run("classify", str(photos / "img00.png"), str(photos / "img01.png"), "-b", "fake_colour", "-o", str(out))
+    result = run("classify", str(photos), "-b", "fake_colour", "-o", str(out), "--resume")
+    assert result.exit_code == 0
+    assert "10/10" in result.stderr and "/?" not in result.stderr

@@ -114,3 +114,46 @@ def test_compare_needs_two_distinct_backends(dataset: Path, tmp_path: Path) -> N
     assert one.exit_code == 2 and "two or more backends" in one.stderr
     twice = run("compare", str(dataset), "-b", "fake_colour", "-b", "fake-colour", "-r", str(tmp_path / "r"))
     assert twice.exit_code == 2 and "once" in twice.stderr
+
+
+def test_compare_says_when_a_backend_times_whole_batches(dataset: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from tests.unit.test_onnx_backend import channel_mean_classifier, write_export
+
+    export = write_export(tmp_path / "export", channel_mean_classifier(), ["blue", "green", "red"])
+    report = tmp_path / "cmp"
+    result = run("compare", str(dataset), "-b", "fake_colour", "-b", "onnx", "--opt",
+                 f"onnx.model_path={export}", "--report", str(report), "--no-plot")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = {row["backend"]: row for row in json.loads((report / "comparison.json").read_text())["backends"]}
+    assert rows["onnx"]["latency_per"] == "batch of 16" and rows["fake_colour"]["latency_per"] == "request"
+    text = " ".join(result.stdout.split())
+    assert (
+        "latency: onnx per batch of 16 images (one run for the whole batch); the others per request" in text
+    )
+
+
+def test_evaluate_ends_with_the_fix_when_the_key_is_refused(dataset: Path, tmp_path: Path) -> None:
+    result = run("evaluate", str(dataset), "-b", "fake_colour", "-r", str(tmp_path / "r"), "--no-plot",
+                 "-q", "--key", "sk-refused-1234", "--opt", "leak_key:=true")  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "azvision: error: 10 inputs failed with AuthenticationError from fake_colour: "
+        "the service refused the key; check --key"
+    )
+
+
+@pytest.mark.parametrize("backend", [None, "custom_vision_with_a_long_name"])
+def test_the_confusion_matrix_title_fits_in_the_figure(backend: str | None) -> None:
+    pytest.importorskip("matplotlib")
+    from azvision.evaluation import _confusion_figure, compute_metrics
+
+    metrics = compute_metrics(["a", "b", "a"], ["a", "b", "b"], backend=backend)
+    fig = _confusion_figure(metrics)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    texts = [*fig.texts, *(ax.title for ax in fig.axes)]
+    titles = [t for t in texts if "accuracy 66.7% on 3 images" in t.get_text()]
+    assert len(titles) == 1
+    box, page = titles[0].get_window_extent(renderer), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1

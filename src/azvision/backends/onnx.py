@@ -240,6 +240,16 @@ class OnnxBackend(BaseBackend):
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise InvalidImageError(f"the image cannot be decoded: {exc}", source=image.source) from exc
 
+    @property
+    def batch_size(self) -> int:
+        """Images per ``session.run`` in :meth:`classify_many`, whose latencies are then per batch.
+
+        Example:
+            >>> OnnxBackend("export.zip").batch_size  # doctest: +SKIP
+            16
+        """
+        return self._chunk_size
+
     def _predict(self, image: LoadedImage) -> Prediction:
         labels = self._infer([self._tensor(image)])[0]
         return Prediction(labels=labels, backend=self.name, model=self.model_name)

@@ -1,4 +1,4 @@
-"""Where results go: JSONL/CSV writers that flush every line, ``--resume``, progress, one-line errors.
+"""What the CLI prints: JSONL/CSV writers that flush every line, progress, one-line errors.
 
 Example:
     >>> import io
@@ -17,7 +17,6 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import IO, Any, Protocol
 
 import typer
@@ -30,9 +29,7 @@ __all__ = [
     "CsvWriter",
     "JsonlWriter",
     "ResultWriter",
-    "open_results",
     "progress",
-    "read_done",
     "result_record",
     "usage_errors",
 ]
@@ -78,8 +75,18 @@ class JsonlWriter:
         self._stream = stream
 
     def write(self, record: dict[str, Any]) -> None:
-        """Write and flush one record."""
-        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        """Write and flush one record.
+
+        A text the stream cannot encode (a file name that is not UTF-8, on a strict stdout) is written
+        with JSON escapes instead, which read back to the same text.
+        """
+        try:
+            line = json.dumps(record, ensure_ascii=False) + "\n"
+            encoding = getattr(self._stream, "encoding", None) or "utf-8"
+            line.encode(encoding, getattr(self._stream, "errors", None) or "strict")
+        except (UnicodeEncodeError, LookupError):
+            line = json.dumps(record) + "\n"
+        self._stream.write(line)
         self._stream.flush()
 
 
@@ -111,64 +118,6 @@ class CsvWriter:
                 message,
             )
         )
-
-
-def _is_csv(path: Path | None) -> bool:
-    return path is not None and path.suffix.lower() == ".csv"
-
-
-def read_done(path: Path) -> dict[str, bool]:
-    """Sources already in an output file → whether each succeeded. Cuts off a partial last line.
-
-    A run stopped mid-write (power loss, ``kill -9``) can leave a last line without its newline; it is
-    removed so the appended results start on a fresh line.
-    """
-    if not path.exists():
-        return {}
-    with path.open("r+b") as handle:
-        data = handle.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            handle.truncate(end)
-    text = data[:end].decode("utf-8")
-    done: dict[str, bool] = {}
-    if _is_csv(path):
-        rows = list(csv.reader(io.StringIO(text)))
-        if rows and tuple(rows[0]) != CSV_COLUMNS:
-            raise ConfigurationError(f"cannot resume {path}: it is not an azvision CSV (header {rows[0]})")
-        for row in rows[1:]:
-            if len(row) == len(CSV_COLUMNS):
-                done[row[0]] = not row[3]
-        return done
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            done[str(record["source"])] = record.get("error") is None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigurationError(
-                f"cannot resume {path}: line {number} is not an azvision result ({exc})"
-            ) from exc
-    return done
-
-
-@contextlib.contextmanager
-def open_results(path: Path | None, *, resume: bool) -> Iterator[tuple[ResultWriter, dict[str, bool]]]:
-    """The writer for ``--output`` (stdout when ``None``) and, with ``resume``, what it already holds."""
-    if path is None:
-        if resume:
-            raise ConfigurationError("--resume needs --output FILE (the results to continue)")
-        yield JsonlWriter(sys.stdout), {}
-        return
-    done = read_done(path) if resume else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a" if resume else "w", encoding="utf-8", newline="") as stream:
-        csv_file = _is_csv(path)
-        writer: ResultWriter = (
-            CsvWriter(stream, header=stream.tell() == 0) if csv_file else JsonlWriter(stream)
-        )
-        yield writer, done
 
 
 def error_line(message: str) -> None:

@@ -16,7 +16,7 @@ import typer
 from .. import __version__
 from .._errors import ConfigurationError, missing_extra
 from .._registry import available_backends
-from . import classify, evaluate
+from . import check, classify, evaluate
 from ._output import error_line, usage_errors
 
 __all__ = ["app", "main"]
@@ -45,6 +45,7 @@ def _register_if_present(module_name: str) -> None:
 
 classify.register(app)  # azvision classify
 evaluate.register(app)  # azvision evaluate, azvision compare
+check.register(app)  # azvision check
 # ---- commands owned by other modules: register each with one line here -------------------------------
 _register_if_present("azvision.cli.train")  # azvision train  (src/azvision/cli/train.py)
 _register_if_present("azvision.cli.demo")  # azvision demo   (src/azvision/cli/demo.py)

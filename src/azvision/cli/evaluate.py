@@ -24,6 +24,7 @@ from .._models import Prediction
 from .._protocol import Classifier
 from ..evaluation import Metrics, evaluate, write_report
 from ..training.datasets import Dataset
+from ._diagnose import FailureTally, backend_endpoint
 from ._options import (
     BackendName,
     BackendOptions,
@@ -35,7 +36,7 @@ from ._options import (
 )
 from ._output import JsonlWriter, error_line, progress, result_record, stderr_is_tty, usage_errors
 
-__all__ = ["comparison_table", "metrics_table", "register"]
+__all__ = ["comparison_table", "latency_basis", "metrics_table", "register"]
 
 Report = Annotated[Path, typer.Option("--report", "-r", help="Folder for the report (created if needed).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")]
@@ -44,6 +45,13 @@ JsonOut = Annotated[
 ]
 Plot = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw confusion_matrix.png (needs matplotlib).")]
 DatasetDir = Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per label.")]
+
+
+_LABEL_MAP_HINT = (
+    "Image Analysis answers with its own vocabulary (tags such as 'sky' or 'flower'), not your labels, "
+    "hence 0 %: fold its tags into your labels with --label-map FILE.json (or label_map in --config), "
+    'e.g. {"rose": ["flower", "petal"]}'
+)
 
 
 def _pct(value: float | None) -> str:
@@ -86,8 +94,11 @@ def metrics_table(metrics: Metrics) -> Table:
     return table
 
 
-def comparison_table(results: dict[str, Metrics]) -> Group:
+def comparison_table(results: dict[str, Metrics], latency_per: dict[str, str] | None = None) -> Group:
     """Two rich tables: one row per backend (accuracy, macro F1, latency, failures), then F1 per label.
+
+    ``latency_per`` says what each backend's latency times (:func:`latency_basis`); when they differ, the
+    table says so, since a batch's latency is not comparable with one request's.
 
     Example:
         >>> from azvision.evaluation import compute_metrics
@@ -95,7 +106,13 @@ def comparison_table(results: dict[str, Metrics]) -> Group:
         >>> summary.row_count, per_label.row_count
         (1, 1)
     """
-    summary = Table(title="comparison")
+    per = latency_per or {}
+    batched = {name: basis for name, basis in per.items() if basis != "request"}
+    note = None
+    if batched and len(batched) < len(results):
+        timed = ", ".join(f"{name} per {basis} images" for name, basis in batched.items())
+        note = f"latency: {timed} (one run for the whole batch); the others per request"
+    summary = Table(title="comparison", caption=note)
     summary.add_column("backend", no_wrap=True)
     for column in ("accuracy", "macro F1", "p50 ms", "p95 ms", "failed"):
         summary.add_column(column, justify="right")
@@ -148,6 +165,7 @@ def _run(
     bar: bool,
 ) -> Metrics:
     report.mkdir(parents=True, exist_ok=True)
+    tally = FailureTally()
     with (
         (report / "predictions.jsonl").open("w", encoding="utf-8") as stream,
         progress(spec.name, total=len(dataset), enabled=bar) as advance,
@@ -155,14 +173,40 @@ def _run(
         writer = JsonlWriter(stream)
 
         def on_outcome(image: ImageLike, truth: str, outcome: Prediction | AzVisionError) -> None:
+            tally.add(outcome)
             record = result_record(str(image), outcome, spec.name, redact)
             writer.write({**record, "expected": truth})
             advance(isinstance(outcome, Prediction))
 
         metrics = evaluate(clf, dataset, concurrency=concurrency, max_rps=max_rps, on_outcome=on_outcome)
-    extra = {"dataset": str(dataset.root), "skipped_files": len(dataset.skipped)}
+    extra = {
+        "dataset": str(dataset.root),
+        "skipped_files": len(dataset.skipped),
+        "latency_per": latency_basis(clf),
+    }
     write_report(metrics, report, plot=plot, extra=extra)
+    hint = tally.hint(spec.name, endpoint=backend_endpoint(clf))
+    if hint is not None:
+        error_line(redact(hint))
+    if (
+        spec.name == "image_analysis"
+        and metrics.scored
+        and not metrics.accuracy
+        and not spec.kwargs.get("label_map")
+    ):
+        typer.echo(f"azvision: note: {_LABEL_MAP_HINT}", err=True)
     return metrics
+
+
+def latency_basis(classifier: object) -> str:
+    """``"batch of N"`` when a backend times whole batches (ONNX), else ``"request"``.
+
+    Example:
+        >>> latency_basis(object())
+        'request'
+    """
+    size = getattr(classifier, "batch_size", None)
+    return f"batch of {size}" if isinstance(size, int) and size > 1 else "request"
 
 
 def _interrupted() -> typer.Exit:
@@ -269,16 +313,17 @@ def compare_command(
                     )
         except KeyboardInterrupt:
             raise _interrupted() from None
-    comparison = _comparison(results, dataset)
+    latency_per = {spec.name: latency_basis(clf) for spec, clf in zip(specs, clfs, strict=True)}
+    comparison = _comparison(results, dataset, latency_per)
     (report / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
     if json_out:
         typer.echo(json.dumps(comparison))
     elif not quiet:
-        Console().print(comparison_table(results))
+        Console().print(comparison_table(results, latency_per))
     raise typer.Exit(1 if any(m.failed for m in results.values()) else 0)
 
 
-def _comparison(results: dict[str, Metrics], dataset: Dataset) -> dict[str, Any]:
+def _comparison(results: dict[str, Metrics], dataset: Dataset, latency_per: dict[str, str]) -> dict[str, Any]:
     return {
         "dataset": str(dataset.root),
         "images": len(dataset),
@@ -290,6 +335,7 @@ def _comparison(results: dict[str, Metrics], dataset: Dataset) -> dict[str, Any]
                 "macro_f1": m.macro_f1,
                 "latency_p50_ms": m.latency_p50_ms,
                 "latency_p95_ms": m.latency_p95_ms,
+                "latency_per": latency_per[name],
                 "failed": m.failed,
                 "report": name,
             }

@@ -13,6 +13,7 @@ Example (shell)::
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,12 +24,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._config import ENV
 from .._errors import AuthenticationError, AzVisionError, ConfigurationError
 from ..training.models import TrainProgress, TrainResult
 from ._options import Redactor
 from ._output import error_line, progress_bars, usage_errors
 
-__all__ = ["register", "summary_lines", "summary_table", "train"]
+__all__ = ["classify_settings", "register", "settings_lines", "summary_lines", "summary_table", "train"]
 
 _TRAIN_PANEL = "Custom Vision training resource (each falls back to its environment variable)"
 
@@ -88,7 +90,8 @@ def train(
     """Train a Custom Vision classifier from labelled images: upload, train, publish, export.
 
     With --json the last line of stdout is {"project_id", "iteration_id", "publish_name", "uploaded",
-    "duplicates", "failed", "export_dir"} ("duplicates" counts images that were already in the project).
+    "duplicates", "failed", "export_dir", "classify"} ("duplicates" counts images that were already in the
+    project; "classify" holds, per backend, the environment variables that classify with the new model).
     """
     redact = Redactor([training_key or ""])
     platform = export or ("ONNX" if export_dir is not None else None)
@@ -123,11 +126,14 @@ def train(
     except AzVisionError as exc:
         error_line(redact(f"{type(exc).__name__}: {exc}"))
         raise typer.Exit(1) from None
+    settings = classify_settings(result, endpoint=trainer.endpoint)
     if not quiet:
         out = stderr if json_out else Console()
         for line in summary_lines(result):
             out.print(line, highlight=False, markup=False)
         out.print(summary_table(result))
+        for line in settings_lines(settings):
+            out.print(line, highlight=False, markup=False)
         for failed in result.upload.failed[:20]:
             out.print(
                 f"[yellow]not uploaded[/]: {escape(failed.path)}: {escape(failed.reason)}", highlight=False
@@ -135,7 +141,7 @@ def train(
         if len(result.upload.failed) > 20:
             out.print(f"[yellow]… and {len(result.upload.failed) - 20} more not uploaded[/]")
     if json_out:
-        typer.echo(json.dumps(result.summary()))
+        typer.echo(json.dumps({**result.summary(), "classify": settings}))
 
 
 def _load(dataset: Path, *, multilabel: bool) -> Any:
@@ -240,3 +246,64 @@ def summary_table(result: TrainResult) -> Table:
         ap = "–" if performance.average_precision is None else f"{performance.average_precision:.1%}"
         table.add_row("overall", "", f"{performance.precision:.1%}", f"{performance.recall:.1%}", ap)
     return table
+
+
+def classify_settings(result: TrainResult, *, endpoint: str) -> dict[str, dict[str, str]]:
+    """The environment that classifies with what was made: per backend, variable → value (never a key).
+
+    ``custom_vision`` when an iteration was published (the prediction endpoint is taken to be the training
+    one, as on a multi-service resource), ``onnx`` when an ONNX export was downloaded.
+
+    Example:
+        >>> from azvision.training.models import IterationInfo, ProjectInfo, UploadReport
+        >>> result = TrainResult(
+        ...     project=ProjectInfo(id="p1", name="flowers"),
+        ...     iteration=IterationInfo(id="i1", name="Iteration 1", status="Completed", project_id="p1"),
+        ...     upload=UploadReport(), publish_name="prod")
+        >>> classify_settings(result, endpoint="https://x.cognitiveservices.azure.com/")["custom_vision"][
+        ...     "CUSTOM_VISION_ITERATION_NAME"]
+        'prod'
+    """
+    settings: dict[str, dict[str, str]] = {}
+    if result.publish_name:
+        env = ENV["custom_vision"]
+        settings["custom_vision"] = {
+            "AZVISION_BACKEND": "custom_vision",
+            env["endpoint"]: endpoint,
+            env["project_id"]: result.project.id,
+            env["iteration"]: result.publish_name,
+        }
+    export_dir = result.export_dir
+    is_onnx = result.export is not None and result.export.platform.lower() == "onnx"
+    if export_dir is not None and (is_onnx or any(export_dir.glob("*.onnx"))):
+        settings["onnx"] = {
+            "AZVISION_BACKEND": "onnx",
+            ENV["onnx"]["model_path"]: str(export_dir.resolve()),
+        }
+    return settings
+
+
+def settings_lines(settings: dict[str, dict[str, str]]) -> list[str]:
+    """Shell lines to paste: one ``export`` per variable, then the ``azvision classify`` to run.
+
+    Example:
+        >>> onnx = {"AZVISION_BACKEND": "onnx", "AZVISION_ONNX_MODEL_PATH": "/m"}
+        >>> for line in settings_lines({"onnx": onnx}):
+        ...     print(line)
+        classify offline with the ONNX export:
+          export AZVISION_BACKEND=onnx
+          export AZVISION_ONNX_MODEL_PATH=/m
+          azvision classify IMAGES
+    """
+    heads = {
+        "custom_vision": "classify with the published iteration (also set "
+        f"{ENV['custom_vision']['key']} to the prediction key; the endpoint is the prediction resource's, "
+        "if it is not this one):",
+        "onnx": "classify offline with the ONNX export:",
+    }
+    lines: list[str] = []
+    for backend, variables in settings.items():
+        lines.append(heads.get(backend, f"classify with {backend}:"))
+        lines += [f"  export {name}={shlex.quote(value)}" for name, value in variables.items()]
+        lines.append("  azvision classify IMAGES")
+    return lines
