@@ -98,6 +98,8 @@ class Prediction(BaseModel):
     image_size: tuple[int, int] | None = None
     notes: tuple[str, ...] = ()
     latency_ms: float | None = None
+    #: Tokens the request used (``prompt_tokens``, ``completion_tokens``, ``total_tokens``), when billed so.
+    usage: dict[str, int] | None = None
     raw: Any = Field(default=None, repr=False, exclude=True)
 
     _image: bytes | None = PrivateAttr(default=None)

@@ -25,6 +25,7 @@ _BUILTIN: dict[str, str] = {
     "image_analysis": "azvision.backends.image_analysis:ImageAnalysisBackend",
     "azure_ml": "azvision.backends.azure_ml:AzureMLEndpointBackend",
     "onnx": "azvision.backends.onnx:OnnxBackend",
+    "azure_openai": "azvision.backends.azure_openai:AzureOpenAIBackend",
 }
 _ALIASES = {
     "customvision": "custom_vision",
@@ -35,6 +36,10 @@ _ALIASES = {
     "azureml": "azure_ml",
     "azure-ml": "azure_ml",
     "aml": "azure_ml",
+    "azureopenai": "azure_openai",
+    "azure-openai": "azure_openai",
+    "aoai": "azure_openai",
+    "openai": "azure_openai",
 }
 _registered: dict[str, str | type[Any]] = {}
 
