@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from .._batch import RetryPolicy, run_async_iter
@@ -49,6 +49,14 @@ def _labels(labels: Sequence[str] | str | None) -> tuple[str, ...]:
     if len(unique) < 2:
         raise ConfigurationError("labels needs at least two distinct labels to choose from")
     return unique
+
+
+def _awaitable(provider: Callable[[], str]) -> Callable[[], Awaitable[str]]:
+    async def token() -> str:
+        # azure-identity's provider may block on a token request: keep it off the event loop.
+        return await asyncio.to_thread(provider)
+
+    return token
 
 
 class AzureOpenAIBackend(BaseBackend):
@@ -154,8 +162,12 @@ class AzureOpenAIBackend(BaseBackend):
         auth: Any = self._key.get() if self._key is not None else self._token_provider
         common: dict[str, Any] = {"max_retries": 0, "timeout": self.timeout}
         if self.style == "v1":
-            cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-            return cls(base_url=f"{self.endpoint}/openai/v1/", api_key=auth, **common)
+            base_url = f"{self.endpoint}/openai/v1/"
+            if not asynchronous:
+                return openai.OpenAI(base_url=base_url, api_key=auth, **common)
+            if self._token_provider is not None:  # the async client awaits its key provider
+                auth = _awaitable(self._token_provider)
+            return openai.AsyncOpenAI(base_url=base_url, api_key=auth, **common)
         azure_cls = openai.AsyncAzureOpenAI if asynchronous else openai.AzureOpenAI
         credentials = {"api_key": auth} if self._key is not None else {"azure_ad_token_provider": auth}
         return azure_cls(azure_endpoint=self.endpoint, api_version=self.api_version, **credentials, **common)
