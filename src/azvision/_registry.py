@@ -5,7 +5,7 @@ stays fast; third parties add theirs through the ``azvision.backends`` entry-poi
 
 Example:
     >>> sorted(available_backends())[:2]
-    ['azure_ml', 'custom_vision']
+    ['azure_ml', 'azure_openai']
 """
 
 from __future__ import annotations
