@@ -222,3 +222,12 @@ def test_errors_keep_the_service_code_and_message() -> None:
         status_error(400, {"code": "context_length_exceeded", "message": "too long"}), backend="b"
     )
     assert isinstance(long, ServiceError) and long.code == "context_length_exceeded"
+
+
+def test_examples_may_be_a_labelled_folder(tmp_path: Any) -> None:
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "1.png").write_bytes(make_png())
+    assert backend(examples=tmp_path).prompt.example_count == 2
+    with pytest.raises(ConfigurationError, match="not a folder"):
+        backend(examples=str(tmp_path / "missing"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ _MAX_BYTES = 20 * 1024 * 1024
 # them smaller first keeps uploads small and the token count known in advance.
 _SIDE = {"low": 512, "high": 2048, "auto": 2048}
 
-Examples = Mapping[str, Sequence[ImageLike]] | Any  # a {label: [images]} mapping or a training Dataset
+Examples = Mapping[str, Sequence[ImageLike]] | Any  # {label: [images]}, a Dataset or a folder of them
 
 
 def image_limits(detail: str) -> ImageLimits:
@@ -53,6 +54,14 @@ def data_url(image: LoadedImage) -> str:
 
 
 def _example_items(examples: Examples) -> list[tuple[str, ImageLike]]:
+    if isinstance(examples, (str, os.PathLike)):  # a folder, one sub-folder per label (the CLI's --examples)
+        from ..training.datasets import Dataset
+
+        if not os.path.isdir(examples):
+            raise ConfigurationError(
+                f"examples {os.fspath(examples)!r} is not a folder of one sub-folder per label"
+            )
+        examples = Dataset.from_folder(examples)
     if isinstance(examples, Mapping):
         items: list[tuple[str, ImageLike]] = []
         for label, images in examples.items():
