@@ -33,6 +33,7 @@ from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .backends.azure_ml import AzureMLEndpointBackend
+    from .backends.azure_openai import AzureOpenAIBackend
     from .backends.custom_vision import CustomVisionBackend
     from .backends.image_analysis import ImageAnalysisBackend
     from .backends.onnx import OnnxBackend
@@ -44,6 +45,7 @@ __all__ = [
     "AuthenticationError",
     "AzVisionError",
     "AzureMLEndpointBackend",
+    "AzureOpenAIBackend",
     "BackendConnectionError",
     "BackendTimeoutError",
     "BoundingBox",
@@ -68,6 +70,7 @@ __all__ = [
 
 _LAZY = {
     "AzureMLEndpointBackend": "azvision.backends.azure_ml",
+    "AzureOpenAIBackend": "azvision.backends.azure_openai",
     "CustomVisionBackend": "azvision.backends.custom_vision",
     "ImageAnalysisBackend": "azvision.backends.image_analysis",
     "OnnxBackend": "azvision.backends.onnx",

@@ -45,6 +45,12 @@ ENV: dict[str, dict[str, str]] = {
         "resource_group": "AZURE_RESOURCE_GROUP",
         "workspace": "AZUREML_WORKSPACE",
     },
+    "azure_openai": {
+        "endpoint": "AZURE_OPENAI_ENDPOINT",
+        "key": "AZURE_OPENAI_API_KEY",
+        "deployment": "AZURE_OPENAI_DEPLOYMENT",
+        "api_version": "OPENAI_API_VERSION",
+    },
     "onnx": {"model_path": "AZVISION_ONNX_MODEL_PATH", "labels_path": "AZVISION_ONNX_LABELS_PATH"},
 }
 

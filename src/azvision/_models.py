@@ -147,6 +147,8 @@ class Prediction(BaseModel):
     image_size: tuple[int, int] | None = None
     notes: tuple[str, ...] = ()
     latency_ms: float | None = None
+    #: Tokens the request used (``prompt_tokens``, ``completion_tokens``, ``total_tokens``), when billed so.
+    usage: dict[str, int] | None = None
     raw: Any = Field(default=None, repr=False, exclude=True)
 
     #: What notebook display shows: a path or URL to read the image again, or a small image (see with_image).

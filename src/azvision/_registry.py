@@ -5,7 +5,7 @@ stays fast; third parties add theirs through the ``azvision.backends`` entry-poi
 
 Example:
     >>> sorted(available_backends())[:2]
-    ['azure_ml', 'custom_vision']
+    ['azure_ml', 'azure_openai']
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ _BUILTIN: dict[str, str] = {
     "image_analysis": "azvision.backends.image_analysis:ImageAnalysisBackend",
     "azure_ml": "azvision.backends.azure_ml:AzureMLEndpointBackend",
     "onnx": "azvision.backends.onnx:OnnxBackend",
+    "azure_openai": "azvision.backends.azure_openai:AzureOpenAIBackend",
 }
 _ALIASES = {
     "customvision": "custom_vision",
@@ -35,6 +36,10 @@ _ALIASES = {
     "azureml": "azure_ml",
     "azure-ml": "azure_ml",
     "aml": "azure_ml",
+    "azureopenai": "azure_openai",
+    "azure-openai": "azure_openai",
+    "aoai": "azure_openai",
+    "openai": "azure_openai",
 }
 _registered: dict[str, str | type[Any]] = {}
 

@@ -2,7 +2,7 @@
 
 One Custom Vision model is trained in the emulator, published, exported to ONNX, and the export deployed behind
 the emulated Azure ML endpoint (the real inference server running ``examples/aml/score.py``). Then each of
-the four backends is held to one list of promises.
+the five backends is held to one list of promises.
 """
 
 from __future__ import annotations
@@ -84,11 +84,24 @@ def _onnx(w: World) -> Classifier:
     return azvision.create_classifier("onnx", model_path=w.export_dir)
 
 
+def _azure_openai(w: World) -> Classifier:
+    examples = {kind: [shape_image(kind, i) for i in range(3)] for kind in SHAPES}  # few-shot, in context
+    return azvision.create_classifier(
+        "azure_openai",
+        endpoint=w.cv.endpoint,
+        key=w.cv.openai_key,
+        deployment="gpt-4o",
+        labels=list(SHAPES),
+        examples=examples,
+    )
+
+
 BACKENDS: dict[str, Callable[[World], Classifier]] = {
     "custom_vision": _custom_vision,
     "image_analysis": _image_analysis,
     "azure_ml": _azure_ml,
     "onnx": _onnx,
+    "azure_openai": _azure_openai,
 }
 #: Backends whose answers are our own trained labels (Image Analysis answers with its own vocabulary).
 TRAINED = {"custom_vision", "azure_ml", "onnx"}

@@ -156,6 +156,7 @@ def test_serve_prints_one_json_line_and_exits_on_signal(stop_signal: signal.Sign
             "vision_key",
             "prediction_resource_id",
             "aml_key",
+            "openai_key",
             "aml_scoring_uris",
         }
         assert info["aml_scoring_uris"] == {}

@@ -78,6 +78,13 @@ FLAGS: dict[str, Any] = {
     "request_format": _flag("--request-format", "Azure ML request format: raw | automl | json."),
     "model_path": _flag("--model-path", "ONNX export: model.onnx, its folder or the export zip.", Path),
     "labels_path": _flag("--labels-path", "ONNX export: labels.txt (when not next to the model).", Path),
+    "labels": _flag("--labels", "Labels, comma-separated (azure_openai; azure_ml bare probabilities)."),
+    "examples": _flag(
+        "--examples", "Azure OpenAI few-shot examples: a folder, one sub-folder per label.", Path
+    ),
+    "instructions": _flag("--instructions", "Azure OpenAI: extra instructions for the model."),
+    "detail": _flag("--detail", "Azure OpenAI image detail: low | high | auto."),
+    "api_version": _flag("--api-version", "Azure OpenAI API version (default: the v1 API)."),
     "config": _flag("--config", "TOML/JSON file of backend options; flags win over it.", Path),
     "opt": Annotated[
         list[str] | None,
@@ -89,7 +96,7 @@ FLAGS: dict[str, Any] = {
     ],
 }
 _NOT_BACKEND_KWARGS = {"config", "opt"}
-_PATH_KEYS = {"model_path", "labels_path", "label_map"}
+_PATH_KEYS = {"model_path", "labels_path", "label_map", "examples"}
 _SECRET_WORDS = ("key", "secret", "token", "password")
 
 

@@ -162,6 +162,16 @@ def emulator_command(
         bool,
         typer.Option("--env", help="Print shell export lines for every setting instead of the JSON line."),
     ] = False,
+    openai_rpm: Annotated[
+        float | None, typer.Option(min=0.001, help="Azure OpenAI requests per minute, per deployment.")
+    ] = None,
+    openai_tpm: Annotated[
+        float | None, typer.Option(min=0.001, help="Azure OpenAI tokens per minute, per deployment.")
+    ] = None,
+    openai_knowledge: Annotated[
+        Path | None,
+        typer.Option(help="Labelled folder (one sub-folder per label) for zero-shot Azure OpenAI answers."),
+    ] = None,
 ) -> None:
     """Run the offline emulator of the Azure services until Ctrl-C.
 
@@ -170,6 +180,8 @@ def emulator_command(
     """
     with usage_errors(str):
         endpoints = _aml_endpoints(aml_endpoint or [])
+        if openai_knowledge is not None and not openai_knowledge.is_dir():
+            raise ConfigurationError(f"--openai-knowledge {openai_knowledge}: not a folder")
         serve, config_type = _emulator_parts()
         config: Any = config_type(
             host=host,
@@ -181,6 +193,9 @@ def emulator_command(
             seed=seed,
             data_dir=data_dir,
             aml_endpoints=endpoints,
+            openai_rpm=openai_rpm,
+            openai_tpm=openai_tpm,
+            openai_knowledge=openai_knowledge,
         )
     try:
         serve(config, announce=emulator_env_lines if env else None)

@@ -30,6 +30,10 @@ class EmulatorConfig:
     # name -> path of score.py, or an ``azure_ml.AmlEndpointSpec``
     aml_endpoints: dict[str, Any] = field(default_factory=dict)
     training_seconds: float = 0.5
+    # Azure OpenAI: per-deployment quotas and the labelled folder zero-shot answers come from
+    openai_rpm: float | None = None
+    openai_tpm: float | None = None
+    openai_knowledge: Path | None = None
 
 
 class Stats:
@@ -61,6 +65,7 @@ class EmulatorContext:
     prediction_key: str = field(default_factory=lambda: "emu-pred-" + secrets.token_hex(12))
     vision_key: str = field(default_factory=lambda: "emu-vision-" + secrets.token_hex(12))
     aml_key: str = field(default_factory=lambda: "emu-aml-" + secrets.token_hex(12))
+    openai_key: str = field(default_factory=lambda: "emu-openai-" + secrets.token_hex(12))
     prediction_resource_id: str = (
         "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/emulator"
         "/providers/Microsoft.CognitiveServices/accounts/emulator-prediction"

@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute, Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from azvision.emulator import _azure_ml as azure_ml
+from azvision.emulator import _azure_openai as azure_openai
 from azvision.emulator import _custom_vision as custom_vision
 from azvision.emulator import _image_analysis as image_analysis
 from azvision.emulator._context import EmulatorConfig, EmulatorContext
@@ -56,7 +57,7 @@ _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
 _MAX_BODY_BYTES = 512 * 1024 * 1024
 _KEYS_FILE = "keys.json"
-_KEY_FIELDS = ("training_key", "prediction_key", "vision_key", "aml_key")
+_KEY_FIELDS = ("training_key", "prediction_key", "vision_key", "aml_key", "openai_key")
 
 
 class _GatewayConnection(h11.Connection):
@@ -140,6 +141,9 @@ class Emulator:
         data_dir: str | os.PathLike[str] | None = None,
         aml_endpoints: Mapping[str, Any] | None = None,
         training_seconds: float = 0.5,
+        openai_rpm: float | None = None,
+        openai_tpm: float | None = None,
+        openai_knowledge: str | os.PathLike[str] | None = None,
     ) -> None:
         config = EmulatorConfig(
             host=host,
@@ -152,6 +156,9 @@ class Emulator:
             data_dir=Path(data_dir) if data_dir is not None else None,
             aml_endpoints=dict(aml_endpoints or {}),
             training_seconds=training_seconds,
+            openai_rpm=openai_rpm,
+            openai_tpm=openai_tpm,
+            openai_knowledge=Path(openai_knowledge) if openai_knowledge is not None else None,
         )
         self._init(config)
 
@@ -206,6 +213,11 @@ class Emulator:
     def aml_key(self) -> str:
         """Bearer key of every emulated Azure ML endpoint."""
         return self._ctx.aml_key
+
+    @property
+    def openai_key(self) -> str:
+        """Value for the ``api-key`` header (or the Bearer token) of the emulated Azure OpenAI resource."""
+        return self._ctx.openai_key
 
     @property
     def prediction_resource_id(self) -> str:
@@ -314,6 +326,7 @@ class Emulator:
         ]
         routes += custom_vision.routes(ctx)
         routes += image_analysis.routes(ctx)
+        routes += azure_openai.routes(ctx)
         aml = azure_ml.AzureMLService.of(ctx)
         routes += aml.routes()
         aml.start()
@@ -427,6 +440,7 @@ def serve(config: EmulatorConfig, *, announce: Callable[[dict[str, Any]], str] |
                 "vision_key": emu.vision_key,
                 "prediction_resource_id": emu.prediction_resource_id,
                 "aml_key": emu.aml_key,
+                "openai_key": emu.openai_key,
                 "aml_scoring_uris": {name: emu.aml_scoring_uri(name) for name in config.aml_endpoints},
             }
             text = announce(line) if announce is not None else json.dumps(line)

@@ -1,0 +1,135 @@
+"""AzureOpenAIBackend against the emulated Azure OpenAI resource: the real client, real sockets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("openai")
+
+from azure.core.credentials import AccessToken
+
+from azvision import (
+    AuthenticationError,
+    AzureOpenAIBackend,
+    NotFoundError,
+    Prediction,
+    ServiceError,
+)
+from azvision.emulator import Emulator
+
+from .conftest import SHAPES, ShapeDataset
+
+LABELS = list(SHAPES)
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    with Emulator() as emulator:
+        yield emulator
+
+
+def examples(dataset: ShapeDataset, per_label: int = 3) -> dict[str, list[bytes]]:
+    return {label: dataset.train[label][:per_label] for label in LABELS}
+
+
+def make(emu: Emulator, dataset: ShapeDataset, **options: Any) -> AzureOpenAIBackend:
+    settings: dict[str, Any] = {
+        "key": emu.openai_key,
+        "deployment": "gpt-4o",
+        "labels": LABELS,
+        "examples": examples(dataset),
+    }
+    return AzureOpenAIBackend(emu.endpoint, **{**settings, **options})
+
+
+@pytest.mark.parametrize("api_version", [None, "2024-10-21"])
+def test_few_shot_batch_in_both_api_styles(
+    emu: Emulator, shape_dataset: ShapeDataset, api_version: str | None
+) -> None:
+    images = [image for label in LABELS for image in shape_dataset.test[label][:3]]
+    truth = [label for label in LABELS for _ in range(3)]
+    with make(emu, shape_dataset, api_version=api_version) as clf:
+        outcomes = list(clf.classify_many(images))
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    right = sum(o.label == t for o, t in zip(outcomes, truth, strict=True) if isinstance(o, Prediction))
+    assert right >= 6
+    first = outcomes[0]
+    assert isinstance(first, Prediction)
+    assert first.backend == "azure_openai" and first.model == "gpt-4o-2024-11-20"
+    assert first.usage is not None and first.usage["prompt_tokens"] > 10 * 85
+    assert "logprobs" in first.notes[0]
+    assert 0.0 < first.confidence <= 1.0
+
+
+async def test_async_classify_with_an_entra_credential(emu: Emulator, shape_dataset: ShapeDataset) -> None:
+    class Credential:  # the emulator takes its key as the Entra token
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            assert scopes == ("https://cognitiveservices.azure.com/.default",)
+            return AccessToken(emu.openai_key, int(time.time()) + 3600)
+
+    for api_version in (None, "2024-10-21"):
+        clf = make(emu, shape_dataset, key=None, credential=Credential(), api_version=api_version)
+        prediction = await clf.aclassify(shape_dataset.test["stripes"][0])
+        await clf.aclose()
+        assert prediction.label in LABELS and "auth='entra'" in repr(clf)
+
+
+def test_request_cost_matches_the_billed_prompt(emu: Emulator, shape_dataset: ShapeDataset) -> None:
+    for detail in ("low", "high"):
+        with make(emu, shape_dataset, detail=detail) as clf:
+            image = shape_dataset.test["circle"][0]
+            prediction = clf.classify(image)
+            assert prediction.usage is not None
+            expected = prediction.usage["prompt_tokens"] + clf.prompt.max_tokens
+            assert clf._request_cost(clf._load(image)) == expected
+
+
+def test_multilabel_zero_shot(emu: Emulator, shape_dataset: ShapeDataset) -> None:
+    with make(emu, shape_dataset, examples=None, multilabel=True, logprobs=False) as clf:
+        prediction = clf.classify(shape_dataset.test["circle"][0])
+    assert prediction.labels and {lab.name for lab in prediction.labels} <= set(LABELS)
+    assert "no logprobs" in prediction.notes[0]
+
+
+def test_rpm_quota_is_kept_without_a_429(shape_dataset: ShapeDataset) -> None:
+    with Emulator(openai_rpm=240) as emu:  # 4 requests a second
+        with make(emu, shape_dataset, examples=None, max_rpm=240) as clf:
+            outcomes = list(clf.classify_many(shape_dataset.test["circle"][:5] * 2))
+        stats = emu.stats()
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    counts = next(v for k, v in stats.items() if "deployments" in k or "/v1/" in k)
+    assert counts.get("200") == 10 and "429" not in counts
+
+
+def test_throttled_requests_wait_for_retry_after_ms(shape_dataset: ShapeDataset) -> None:
+    with Emulator(openai_rpm=120) as emu:  # no client-side limit: the 429s are retried, never surfaced
+        with make(emu, shape_dataset, examples=None, concurrency=4) as clf:
+            outcomes = list(clf.classify_many(shape_dataset.test["checker"][:4]))
+        stats = emu.stats()
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    counts = next(v for k, v in stats.items() if "/v1/" in k)
+    assert counts["200"] == 4 and counts.get("429", 0) >= 1
+
+
+def test_service_errors_are_typed_and_keep_the_key_secret(emu: Emulator, shape_dataset: ShapeDataset) -> None:
+    image = shape_dataset.test["circle"][0]
+    with make(emu, shape_dataset, deployment="nope") as clf, pytest.raises(NotFoundError) as missing:
+        clf.classify(image)
+    assert missing.value.code == "DeploymentNotFound"
+    with make(emu, shape_dataset, deployment="gpt-35-turbo") as clf, pytest.raises(ServiceError) as text_only:
+        clf.classify(image)
+    assert "image_url is only supported" in text_only.value.message
+    with (
+        make(emu, shape_dataset, instructions="[emulator:content_filter]") as clf,
+        pytest.raises(ServiceError) as blocked,
+    ):
+        clf.classify(image)
+    assert blocked.value.code == "content_filter" and blocked.value.status_code == 400
+    wrong = "wrong-key-0123456789"
+    with make(emu, shape_dataset, key=wrong) as clf, pytest.raises(AuthenticationError) as denied:
+        clf.classify(image)
+    assert wrong not in str(denied.value) and wrong not in repr(denied.value) and wrong not in repr(clf)
