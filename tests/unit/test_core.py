@@ -153,7 +153,7 @@ def test_factory_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigurationError, match="AZVISION_BACKEND"):
         create_classifier()
     with pytest.raises(
-        ConfigurationError, match="choose one of: azure_ml, custom_vision, image_analysis, onnx"
+        ConfigurationError, match="choose one of: azure_ml, azure_openai, custom_vision, image_analysis, onnx"
     ):
         create_classifier("nope")
 
