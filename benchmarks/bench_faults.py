@@ -11,7 +11,6 @@ sent before the ``Retry-After`` its previous answer asked for.
 from __future__ import annotations
 
 import itertools
-import os
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -90,9 +89,7 @@ def run(lab: Lab) -> list[Result]:
 
     errors = Counter(type(o).__name__ for o in outcomes if isinstance(o, AzVisionError))
     predictions = [o for o in outcomes if isinstance(o, Prediction)]
-    misplaced = sum(
-        1 for path, o in zip(images, outcomes, strict=False) if os.path.basename(path) != o.source
-    )
+    misplaced = sum(1 for path, o in zip(images, outcomes, strict=False) if path != o.source)
     successes = Counter(e.item for e in exchanges if e.status == 200)
     duplicated = sum(count - 1 for count in successes.values() if count > 1)
     attempts = sum(server.values())
