@@ -100,11 +100,15 @@ class RetryPolicy:
         throttle: Throttle | None = None,
         pacers: Sequence[Pacer] = (),
         breaker: Breaker | None = None,
-        cost: float = 1.0,
+        costed: Sequence[tuple[Pacer, float]] = (),
         backend: str | None = None,
         source: str | None = None,
     ) -> RetryState:
-        """A fresh state for one input (its deadline starts now)."""
+        """A fresh state for one input (its deadline starts now).
+
+        ``pacers`` count one unit per request; ``costed`` pairs a pacer with what one request costs it (a
+        tokens-per-minute budget and the request's estimated tokens).
+        """
         return RetryState(
             self,
             rng or random.Random(),
@@ -112,7 +116,7 @@ class RetryPolicy:
             throttle=throttle,
             pacers=pacers,
             breaker=breaker,
-            cost=cost,
+            costed=costed,
             backend=backend,
             source=source,
         )
@@ -331,7 +335,7 @@ class RetryState:
         throttle: Throttle | None = None,
         pacers: Sequence[Pacer] = (),
         breaker: Breaker | None = None,
-        cost: float = 1.0,
+        costed: Sequence[tuple[Pacer, float]] = (),
         backend: str | None = None,
         source: str | None = None,
     ) -> None:
@@ -341,7 +345,7 @@ class RetryState:
         self.throttle = throttle
         self.pacers = list(pacers)
         self.breaker = breaker
-        self.cost = cost
+        self.costed = [*((p, 1.0) for p in pacers), *costed]
         self.backend = backend
         self.source = source
         self.attempts = 0
@@ -367,7 +371,7 @@ class RetryState:
         if self.throttle is not None:
             start = max(start, self.throttle.gate_until)
         # a cost above what a pacer allows per second still goes, alone in its slot
-        start = max([start, *(p.earliest() for p in self.pacers)])
+        start = max([start, *(p.earliest() for p, _ in self.costed)])
         remaining = self.remaining()
         if remaining is not None and start - now > remaining:
             raise BackendTimeoutError(
@@ -376,8 +380,8 @@ class RetryState:
                 backend=self.backend,
                 source=self.source,
             )
-        for pacer in self.pacers:
-            start = max(start, pacer.commit(start, self.cost))
+        for pacer, cost in self.costed:
+            start = max(start, pacer.commit(start, cost))
         return max(0.0, start - now)
 
     def clear_to_send(self) -> bool:

@@ -127,7 +127,7 @@ ROWS = [
         Refused(("CUSTOM_VISION_PROJECT_ID", "must be a UUID")),
         env=lambda w: {"CUSTOM_VISION_PROJECT_ID": "flowers"}),
     Row("unknown-backend-name", lambda w: create_classifier("custom-vison"),
-        Refused(("unknown backend 'custom-vison'", "azure_ml, custom_vision, image_analysis, onnx"))),
+        Refused(("unknown backend 'custom-vison'", "azure_ml, azure_openai, custom_vision, image_analysis, onnx"))),
     Row("unknown-backend-from-env", lambda w: create_classifier(),
         Refused(("unknown backend 'tensorflow'", "custom_vision")), env=lambda w: {"AZVISION_BACKEND": "tensorflow"}),
     Row("ia-key-and-credential", lambda w: ImageAnalysisBackend(FAKE_ENDPOINT, KEY, credential=_Token()),
@@ -185,7 +185,7 @@ def _cli_rows() -> Iterator[Any]:
         "cli-image-analysis-missing-endpoint": (["-b", "image_analysis"], "VISION_ENDPOINT"),
         "cli-azure-ml-missing-scoring-uri": (["-b", "azure_ml"], "AZUREML_SCORING_URI"),
         "cli-onnx-missing-model-path": (["-b", "onnx"], "AZVISION_ONNX_MODEL_PATH"),
-        "cli-unknown-backend": (["-b", "tensorflow"], "choose one of: azure_ml, custom_vision"),
+        "cli-unknown-backend": (["-b", "tensorflow"], "choose one of: azure_ml, azure_openai, custom_vision"),
         "cli-endpoint-without-scheme": (
             ["-b", "image_analysis", "--endpoint", "myres.cognitiveservices.azure.com", "--key", KEY],
             "https://myres.cognitiveservices.azure.com/",

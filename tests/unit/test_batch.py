@@ -24,7 +24,7 @@ from azvision import (
 )
 from azvision._batch import auto_concurrency, ordered_map, thread_map
 from azvision._images import ImageLimits, LoadedImage
-from azvision._retry import Breaker, Throttle, VirtualClock
+from azvision._retry import Breaker, Pacer, Throttle, VirtualClock
 from azvision.backends._base import BaseBackend
 
 
@@ -322,3 +322,16 @@ def test_a_cool_down_longer_than_the_deadline_ends_the_input_at_once() -> None:
         backend.classify(png(500))
     assert clock.now() == 0.0
     assert backend.calls == []
+
+
+def test_a_token_budget_spaces_requests_by_their_cost() -> None:
+    class Costly(ScriptedBackend):
+        def _request_cost(self, image: LoadedImage) -> float:
+            return 300.0  # tokens per request
+
+    backend = Costly(concurrency=1)
+    virtual(backend)
+    backend._cost_pacers.append(Pacer(6000 / 60.0, clock=backend._clock))  # 6,000 tokens per minute
+    list(backend.classify_many([png(800 + i) for i in range(4)]))
+    sent = [t for _, t in backend.calls]
+    assert [b - a for a, b in itertools.pairwise(sent)] == pytest.approx([3.0, 3.0, 3.0])  # 300 / 100 per s

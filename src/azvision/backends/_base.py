@@ -23,7 +23,7 @@ from .._config import Secret, redact
 from .._errors import AzVisionError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
-from .._retry import Clock, RetryPolicy, RetryState, Throttle, acall, call
+from .._retry import Clock, Pacer, RetryPolicy, RetryState, Throttle, acall, call
 
 __all__ = ["BaseBackend"]
 
@@ -56,6 +56,8 @@ class BaseBackend(ABC):
         self._clock: Clock = time.monotonic
         self._sleep: Callable[[float], object] = time.sleep
         self._throttle = Throttle(max_rps)
+        #: Budgets a request spends several units of (tokens per minute); `_request_cost` says how many.
+        self._cost_pacers: list[Pacer] = []
         self._rng = random.Random()
         self._latency_ewma: float | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -109,6 +111,7 @@ class BaseBackend(ABC):
             throttle=self._throttle,
             pacers=self._throttle.pacers(batch.pacer if batch is not None else None),
             breaker=batch.breaker if batch is not None else None,
+            costed=[(p, self._request_cost(loaded)) for p in self._cost_pacers],
             backend=self.name,
             source=loaded.source,
         )

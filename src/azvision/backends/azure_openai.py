@@ -25,7 +25,7 @@ from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._errors import ConfigurationError, missing_extra
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
-from .._retry import RetryPolicy
+from .._retry import Pacer, RetryPolicy
 from ._aoai_answer import parse_completion
 from ._aoai_errors import error_from_openai
 from ._aoai_prompt import Examples, Prompt, image_limits
@@ -123,6 +123,8 @@ class AzureOpenAIBackend(BaseBackend):
         if max_rps is None and max_rpm is not None:
             max_rps = max_rpm / 60.0
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
+        if max_tpm is not None:  # each request spends its estimated tokens of the per-minute budget
+            self._cost_pacers.append(Pacer(max_tpm / 60.0, clock=self._clock))
         self._client = self._new_client(asynchronous=False)
         self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
         self._aclients_lock = threading.Lock()
