@@ -326,6 +326,9 @@ class Breaker:
 class RetryState:
     """One input's attempts: what to wait before sending, and what to do after a failure. No I/O."""
 
+    #: Slots are claimed at most this many seconds ahead; a caller further back looks again after it.
+    HORIZON = 0.5
+
     def __init__(
         self,
         policy: RetryPolicy,
@@ -351,6 +354,7 @@ class RetryState:
         self.attempts = 0
         self.started = clock()
         self.sent_at = self.started
+        self._claimed = False
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (``None`` without one)."""
@@ -380,12 +384,20 @@ class RetryState:
                 backend=self.backend,
                 source=self.source,
             )
+        if start - now > self.HORIZON:
+            # Claim no slot far ahead: a learned rate may rise meanwhile, and a slot claimed at today's
+            # rate would hold the request back at it. Look again shortly.
+            self._claimed = False
+            return self.HORIZON
         for pacer, cost in self.costed:
             start = max(start, pacer.commit(start, cost))
+        self._claimed = True
         return max(0.0, start - now)
 
     def clear_to_send(self) -> bool:
-        """After the wait: still clear (no cool-down began meanwhile)? Marks the send time if so."""
+        """After the wait: still clear (a slot claimed, no cool-down begun meanwhile)? Marks the send time."""
+        if not self._claimed:
+            return False
         now = self.clock()
         if self.throttle is not None and self.throttle.gate_until > now:
             return False
