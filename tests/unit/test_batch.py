@@ -24,7 +24,7 @@ from azvision import (
 )
 from azvision._batch import auto_concurrency, ordered_map, thread_map
 from azvision._images import ImageLimits, LoadedImage
-from azvision._retry import Breaker, Pacer, Throttle, VirtualClock
+from azvision._retry import Breaker, Pacer, RetryState, Throttle, VirtualClock
 from azvision.backends._base import BaseBackend
 
 
@@ -335,3 +335,21 @@ def test_a_token_budget_spaces_requests_by_their_cost() -> None:
     list(backend.classify_many([png(800 + i) for i in range(4)]))
     sent = [t for _, t in backend.calls]
     assert [b - a for a, b in itertools.pairwise(sent)] == pytest.approx([3.0, 3.0, 3.0])  # 300 / 100 per s
+
+
+def test_queued_requests_follow_a_learned_rate_that_rises() -> None:
+    clock = VirtualClock()
+    throttle = Throttle(clock=clock.now)
+    throttle.throttled(0.0, sent_at=0.0)  # no history: slow start at 1/s
+    assert throttle.learned is not None
+    queued = [
+        RetryPolicy().start(clock=clock.now, throttle=throttle, pacers=throttle.pacers()) for _ in range(20)
+    ]
+    for state in queued:
+        state.send_wait()
+    # nobody holds a slot 19 s ahead at the slow-start rate: at most the next half second is claimed
+    assert throttle.learned.earliest() - clock.now() <= RetryState.HORIZON + 1.0
+    throttle.learned.rate = 10.0  # the rate rose meanwhile
+    clock.sleep(2.0)
+    later = [s.send_wait() for s in queued[5:10]]
+    assert later == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])  # the queue now moves at 10/s, not 1/s
