@@ -16,7 +16,7 @@ from pathlib import Path
 from azvision import CustomVisionTrainer
 from azvision._demo_data import make_dataset
 from azvision.emulator import Emulator
-from azvision.training.datasets import Dataset
+from azvision.datasets import Dataset
 from azvision.training.models import TrainProgress
 
 

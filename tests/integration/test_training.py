@@ -21,7 +21,7 @@ from azvision import (
 )
 from azvision._demo_data import make_dataset
 from azvision.emulator import Emulator
-from azvision.training.datasets import Dataset
+from azvision.datasets import Dataset
 from azvision.training.models import TrainProgress, TrainResult
 
 SHAPES = ("circle", "square", "triangle")

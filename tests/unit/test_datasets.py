@@ -23,7 +23,7 @@ from azvision.training._upload import (
     file_digest,
     landed_digests,
 )
-from azvision.training.datasets import Dataset, DatasetItem
+from azvision.datasets import Dataset, DatasetItem
 
 FAST = RetryPolicy(max_attempts=4, backoff_base=0.001, backoff_max=0.002, deadline=10)
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import httpx
 from azure.core.credentials import TokenCredential
 
-from .. import __version__
+from .._version import __version__
 from .._batch import RetryPolicy, run_async_iter
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._error_mapping import error_from_http, error_from_httpx

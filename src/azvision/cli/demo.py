@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
     from ..emulator import Emulator
-    from ..training.datasets import Dataset
+    from ..datasets import Dataset
 
 __all__ = ["DemoRow", "demo", "footnotes", "register", "results_table", "run_demo", "scoring_script"]
 

@@ -23,7 +23,7 @@ from .._images import ImageLike
 from .._models import Prediction
 from .._protocol import Classifier
 from ..evaluation import Metrics, evaluate, write_report
-from ..training.datasets import Dataset
+from ..datasets import Dataset
 from ._options import (
     BackendName,
     BackendOptions,

@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 from .custom_vision import CustomVisionTrainer, TrainingJob
-from .datasets import Dataset
+from ..datasets import Dataset
 from .models import (
     ExportInfo,
     IterationInfo,

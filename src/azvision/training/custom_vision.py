@@ -41,7 +41,7 @@ from ._export import ExportsMixin
 from ._projects import ProjectsMixin
 from ._publish import PublishingMixin
 from ._training import TrainingJob, TrainingMixin
-from .datasets import Dataset
+from ..datasets import Dataset
 from .models import ExportInfo, TrainProgress, TrainResult
 
 if TYPE_CHECKING:
