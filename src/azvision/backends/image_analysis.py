@@ -39,8 +39,8 @@ from .._errors import ConfigurationError, ServiceError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import BoundingBox, Label, Prediction
 from ._base import BaseBackend
-from ._vision32 import V32_LIMITS, Vision32Client
 from ._taxonomy import CATEGORIES, LabelMap, LabelMapLike
+from ._vision32 import V32_LIMITS, Vision32Client
 
 __all__ = ["ImageAnalysisBackend", "LabelMap", "prediction_from_image_analysis"]
 
