@@ -15,8 +15,8 @@ from pathlib import Path
 
 from azvision import CustomVisionTrainer
 from azvision._demo_data import make_dataset
+from azvision.datasets import Dataset
 from azvision.emulator import Emulator
-from azvision.training.datasets import Dataset
 from azvision.training.models import TrainProgress
 
 

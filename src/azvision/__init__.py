@@ -6,14 +6,15 @@ Example:
     >>> clf.classify("cat.jpg").label  # doctest: +SKIP
     'cat'
 
-Backends and the trainer are imported on first use, so ``import azvision`` stays fast and never imports
-an optional extra (onnxruntime, azure-ai-ml, the emulator's server).
+Backends, the trainer and `Dataset` are imported on first use, so `import azvision` stays fast and never
+imports an optional extra (onnxruntime, azure-ai-ml, the emulator's server).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._config import Secret
 from ._errors import (
     AuthenticationError,
     AzVisionError,
@@ -26,20 +27,30 @@ from ._errors import (
     ServiceError,
     TrainingError,
 )
+from ._images import ImageLike, LoadedImage
 from ._models import BoundingBox, Label, Prediction
 from ._protocol import Classifier
-from ._registry import available_backends, create_classifier, register_backend
+from ._registry import (
+    BackendInfo,
+    available_backends,
+    canonical_name,
+    create_classifier,
+    known_backends,
+    register_backend,
+)
 from ._retry import RetryPolicy
+from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from .backends._base import BaseBackend
+    from .backends._taxonomy import LabelMap
     from .backends.azure_ml import AzureMLEndpointBackend
     from .backends.azure_openai import AzureOpenAIBackend
     from .backends.custom_vision import CustomVisionBackend
     from .backends.image_analysis import ImageAnalysisBackend
     from .backends.onnx import OnnxBackend
+    from .datasets import Dataset
     from .training.custom_vision import CustomVisionTrainer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
@@ -47,30 +58,42 @@ __all__ = [
     "AzureMLEndpointBackend",
     "AzureOpenAIBackend",
     "BackendConnectionError",
+    "BackendInfo",
     "BackendTimeoutError",
+    "BaseBackend",
     "BoundingBox",
     "Classifier",
     "ConfigurationError",
     "CustomVisionBackend",
     "CustomVisionTrainer",
+    "Dataset",
     "ImageAnalysisBackend",
+    "ImageLike",
     "InvalidImageError",
     "Label",
+    "LabelMap",
+    "LoadedImage",
     "NotFoundError",
     "OnnxBackend",
     "Prediction",
     "RateLimitError",
     "RetryPolicy",
+    "Secret",
     "ServiceError",
     "TrainingError",
     "available_backends",
+    "canonical_name",
     "create_classifier",
+    "known_backends",
     "register_backend",
 ]
 
 _LAZY = {
     "AzureMLEndpointBackend": "azvision.backends.azure_ml",
     "AzureOpenAIBackend": "azvision.backends.azure_openai",
+    "BaseBackend": "azvision.backends._base",
+    "Dataset": "azvision.datasets",
+    "LabelMap": "azvision.backends._taxonomy",
     "CustomVisionBackend": "azvision.backends.custom_vision",
     "ImageAnalysisBackend": "azvision.backends.image_analysis",
     "OnnxBackend": "azvision.backends.onnx",

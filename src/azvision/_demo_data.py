@@ -27,7 +27,7 @@ from typing import Literal
 
 from PIL import Image, ImageDraw
 
-from .training.datasets import Dataset, DatasetItem
+from .datasets import Dataset, DatasetItem
 
 __all__ = ["SHAPES", "make_dataset", "shape_image"]
 

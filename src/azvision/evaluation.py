@@ -26,7 +26,7 @@ from ._errors import AzVisionError, missing_extra
 from ._images import ImageLike
 from ._models import Prediction
 from ._protocol import Classifier
-from .training.datasets import Dataset
+from .datasets import Dataset
 
 __all__ = [
     "NO_LABEL",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from azvision.cli.demo import DemoRow, footnotes, results_table
+from azvision.cli._demo_table import DemoRow, footnotes, results_table
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ import pytest
 
 from azvision import CustomVisionTrainer
 from azvision._demo_data import make_dataset
+from azvision.datasets import Dataset
 from azvision.emulator import Emulator
-from azvision.training.datasets import Dataset
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 SCRIPT_TIMEOUT_S = 120

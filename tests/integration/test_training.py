@@ -20,8 +20,8 @@ from azvision import (
     TrainingError,
 )
 from azvision._demo_data import make_dataset
+from azvision.datasets import Dataset
 from azvision.emulator import Emulator
-from azvision.training.datasets import Dataset
 from azvision.training.models import TrainProgress, TrainResult
 
 SHAPES = ("circle", "square", "triangle")

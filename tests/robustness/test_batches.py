@@ -27,7 +27,7 @@ from msrest.authentication import ApiKeyCredentials
 
 from azvision import AzVisionError, CustomVisionTrainer, InvalidImageError, Prediction, RetryPolicy
 from azvision._images import ImageLike
-from azvision.training.datasets import Dataset
+from azvision.datasets import Dataset
 
 from .conftest import BACKENDS, LABELS, PUBLISH_NAME, World, encode, stripes, write_dataset
 from .servers import HostileServer, image_files

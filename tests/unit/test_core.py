@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -168,3 +169,89 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _modules_after(statement: str, *modules: str) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``statement``."""
+    import subprocess
+    import sys
+
+    code = f"import json, sys; {statement}; print(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded: list[str] = json.loads(out)
+    return loaded
+
+
+def test_evaluation_and_datasets_load_neither_the_trainer_nor_msrest() -> None:
+    trainer = ("msrest", "azure.cognitiveservices", "azvision.training", "azvision.training.custom_vision")
+    assert _modules_after("import azvision.evaluation", *trainer) == []
+    assert _modules_after("from azvision import Dataset; Dataset.from_folder", *trainer) == []
+
+
+def test_dataset_lives_in_the_core_and_the_old_path_is_an_alias() -> None:
+    import azvision.datasets
+    from azvision.training import Dataset as FromTraining
+    from azvision.training.datasets import Dataset as FromOldModule
+    from azvision.training.models import SkippedFile
+
+    assert azvision.Dataset is azvision.datasets.Dataset is FromTraining is FromOldModule
+    assert SkippedFile is azvision.datasets.SkippedFile
+
+
+def test_public_signature_types_are_exported_lazily() -> None:
+    from azvision._config import Secret as PrivateSecret
+    from azvision._images import ImageLike, LoadedImage
+    from azvision.backends._base import BaseBackend
+    from azvision.backends._taxonomy import LabelMap
+
+    assert azvision.Secret is PrivateSecret and azvision.ImageLike is ImageLike
+    assert azvision.LoadedImage is LoadedImage and azvision.BaseBackend is BaseBackend
+    assert azvision.LabelMap is LabelMap
+    lazy = ("azvision.backends._base", "azvision.backends._taxonomy", "azvision.datasets", "PIL", "httpx")
+    assert _modules_after("import azvision", *lazy) == []
+
+
+def test_version_comes_from_the_installed_metadata() -> None:
+    import importlib
+    from importlib.metadata import version
+
+    assert azvision.__version__ == version("azvision")
+    for module in ("azvision.cli.app", "azvision.backends.azure_ml"):
+        assert importlib.import_module(module).__version__ is azvision.__version__
+    src = Path(azvision.__file__).parent
+    assigned = [p.name for p in src.rglob("*.py") if re.search(r"^\s*__version__\b.*=", p.read_text(), re.M)]
+    assert assigned == ["_version.py"]
+
+
+def test_canonical_name_folds_case_dashes_and_aliases() -> None:
+    assert azvision.canonical_name("Custom-Vision") == "custom_vision"
+    assert azvision.canonical_name(" AML ") == "azure_ml"
+    assert azvision.canonical_name("image-analysis") == "image_analysis"
+    assert azvision.canonical_name("no-such-backend") == "no_such_backend"
+    project = "00000000-0000-0000-0000-000000000000"
+    clf = create_classifier(
+        "Custom-Vision", endpoint="https://x.example", key="k", project_id=project, iteration="i"
+    )
+    assert type(clf).__name__ == "CustomVisionBackend"
+    clf.close()  # type: ignore[attr-defined]
+
+
+def test_known_backends_say_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    known = azvision.known_backends()
+    assert sorted(known) == ["azure_ml", "custom_vision", "image_analysis", "onnx"]
+    assert known["onnx"].install_hint == "pip install 'azvision[onnx]'"
+    assert known["custom_vision"].extra is None and "custom-vision" in known["custom_vision"].aliases
+    azvision.register_backend("ghost", "azvision_no_such_package.mod:Ghost")
+    try:
+        info = azvision.known_backends()["ghost"]
+        assert info.extra is None and info.import_path == "azvision_no_such_package.mod:Ghost"
+        with pytest.raises(ConfigurationError, match="backend 'ghost' cannot be loaded"):
+            create_classifier("ghost")
+    finally:
+        from azvision._registry import _registered
+
+        _registered.pop("ghost")
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
+    monkeypatch.delitem(__import__("sys").modules, "azvision.backends.onnx", raising=False)
+    with pytest.raises(ConfigurationError, match=r"pip install 'azvision\[onnx\]'"):
+        known["onnx"].load()

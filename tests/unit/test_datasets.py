@@ -13,6 +13,7 @@ from PIL import Image
 
 from azvision import AuthenticationError, ConfigurationError, RetryPolicy, ServiceError
 from azvision._retry import Throttle
+from azvision.datasets import Dataset, DatasetItem
 from azvision.training._upload import (
     ExistingImage,
     OutgoingImage,
@@ -23,7 +24,6 @@ from azvision.training._upload import (
     file_digest,
     landed_digests,
 )
-from azvision.training.datasets import Dataset, DatasetItem
 
 FAST = RetryPolicy(max_attempts=4, backoff_base=0.001, backoff_max=0.002, deadline=10)
 

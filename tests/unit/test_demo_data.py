@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 
 from azvision._demo_data import SHAPES, Colours, make_dataset, shape_image
-from azvision.training.datasets import Dataset
+from azvision.datasets import Dataset
 
 
 def digest(root: Path) -> dict[str, str]:

@@ -32,15 +32,14 @@ from azvision import (
     ServiceError,
     create_classifier,
 )
-from azvision.backends._onnx_export import (
+from azvision.backends._onnx_export import default_opset, read_export
+from azvision.backends._onnx_outputs import (
     DEFAULT_ANCHORS,
     Decoder,
     classifier_labels,
     decode_yolo,
-    default_opset,
     non_max_suppression,
     output_family,
-    read_export,
     ssd_labels,
     yolo_settings,
     zipmap_labels,

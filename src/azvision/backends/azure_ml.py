@@ -24,13 +24,13 @@ from typing import Any, ClassVar
 import httpx
 from azure.core.credentials import TokenCredential
 
-from .. import __version__
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._error_mapping import error_from_http, error_from_httpx
 from .._errors import AuthenticationError, AzVisionError, ConfigurationError, NotFoundError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
 from .._retry import RetryPolicy
+from .._version import __version__
 from ._aml_formats import ENCODERS, Encoder, Parser, check_parser, parse_answer
 from ._base import BaseBackend
 

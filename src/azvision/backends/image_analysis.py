@@ -2,7 +2,7 @@
 
 Tags and objects go through the official ``ImageAnalysisClient`` with its retries off (the SDK has one retry
 layer, in :class:`~azvision.backends._base.BaseBackend`); ``mode="categories"`` calls Computer Vision v3.2
-``analyze`` with httpx (:mod:`azvision.backends._cv32`), since 4.0 has no categories. Answers become a
+``analyze`` with httpx (:mod:`azvision.backends._vision32`), since 4.0 has no categories. Answers become a
 :class:`Prediction` in one pure function, :func:`prediction_from_image_analysis`; a :class:`LabelMap`
 folds the open vocabulary into your own labels.
 
@@ -38,8 +38,8 @@ from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import BoundingBox, Label, Prediction, service_confidence
 from .._retry import RetryPolicy
 from ._base import BaseBackend
-from ._cv32 import V32_LIMITS, Cv32Client
 from ._taxonomy import CATEGORIES, LabelMap, LabelMapLike
+from ._vision32 import V32_LIMITS, Vision32Client
 
 __all__ = ["ImageAnalysisBackend", "LabelMap", "prediction_from_image_analysis"]
 
@@ -284,9 +284,9 @@ class ImageAnalysisBackend(BaseBackend):
         self.min_confidence = min_confidence
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
         self._client: ImageAnalysisClient | None = None
-        self._v32: Cv32Client | None = None
+        self._v32: Vision32Client | None = None
         if mode == "categories":
-            self._v32 = Cv32Client(
+            self._v32 = Vision32Client(
                 self.endpoint, key=self._key, credential=credential, timeout=timeout, backend=self.name
             )
         else:

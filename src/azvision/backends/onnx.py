@@ -47,7 +47,8 @@ try:
     from PIL import Image
 
     from .._preprocess import PreprocessSpec, spec_from_model_metadata, to_tensor, upright_rgb
-    from ._onnx_export import Decoder, output_family, read_export, yolo_settings
+    from ._onnx_export import read_export
+    from ._onnx_outputs import Decoder, output_family, yolo_settings
 except ImportError as _missing:
     raise missing_extra(_missing, what="the onnx backend", extra="onnx") from _missing
 

@@ -35,7 +35,7 @@ import typer
 from .._config import ENV, Secret, redact
 from .._errors import ConfigurationError
 from .._protocol import Classifier
-from .._registry import _ALIASES, _resolve, available_backends, create_classifier
+from .._registry import available_backends, canonical_name, create_classifier, known_backends
 
 __all__ = [
     "BackendName",
@@ -102,20 +102,14 @@ _SECRET_WORDS = ("key", "secret", "token", "password")
 
 def canonical_backend(name: str) -> str:
     """The registry name for ``name`` (aliases, case and ``-``/``_`` folded)."""
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    return key if key in available_backends() else key.replace("-", "_")
+    return canonical_name(name)
 
 
 def _backend_class(name: str) -> type[Any]:
-    known = available_backends()
+    known = known_backends()
     if name not in known:
         raise ConfigurationError(f"unknown backend {name!r}; choose one of: {', '.join(sorted(known))}")
-    try:
-        return _resolve(known[name])
-    except ImportError as exc:
-        hint = " (pip install 'azvision[onnx]')" if name == "onnx" else ""
-        raise ConfigurationError(f"backend {name!r} cannot be loaded: {exc}{hint}") from exc
+    return known[name].load()
 
 
 def _accepted(cls: type[Any]) -> set[str] | None:

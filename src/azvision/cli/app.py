@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import __version__
 from .._errors import ConfigurationError, missing_extra
-from .._registry import available_backends
+from .._registry import known_backends
+from .._version import __version__
 from . import check, classify, evaluate
 from ._output import error_line, usage_errors
 
@@ -74,14 +74,13 @@ def backends_command(
 ) -> None:
     """List the backends the factory knows and whether each can be loaded here."""
     rows = []
-    for name, target in sorted(available_backends().items()):
-        where = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+    for name, info in sorted(known_backends().items()):
+        where = info.import_path
         status = "ok"
-        if isinstance(target, str):
-            try:
-                importlib.import_module(target.partition(":")[0])
-            except ImportError as exc:
-                status = f"not installed ({exc.name or exc})"
+        try:
+            info.load()
+        except ConfigurationError as exc:
+            status = f"not installed ({exc})"
         rows.append({"name": name, "target": where, "status": status})
     if json_out:
         for row in rows:

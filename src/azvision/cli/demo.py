@@ -25,15 +25,13 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .._demo_data import make_dataset
 from .._errors import AzVisionError, missing_extra
@@ -41,18 +39,18 @@ from .._models import Prediction
 from .._pricing import cost_per_1000_images, describe_basis
 from .._protocol import Classifier
 from ..evaluation import Metrics, evaluate
+from ._demo_table import DemoRow, footnotes, next_steps, results_table
 from ._output import error_line, progress, stderr_is_tty, usage_errors
 from .train import training_progress
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
+    from ..datasets import Dataset
     from ..emulator import Emulator
-    from ..training.datasets import Dataset
 
-__all__ = ["DemoRow", "demo", "footnotes", "register", "results_table", "run_demo", "scoring_script"]
+__all__ = ["demo", "register", "run_demo", "scoring_script"]
 
-Status = Literal["ok", "skipped", "failed"]
 _PROJECT = "azvision-demo"
 _PUBLISH_NAME = "demo"
 _AML_ENDPOINT = "demo-classifier"
@@ -60,46 +58,7 @@ _AML_ENDPOINT = "demo-classifier"
 _FULL: tuple[tuple[str, ...], int, int] = (("circle", "square", "triangle", "star"), 20, 10)
 _QUICK: tuple[tuple[str, ...], int, int] = (("circle", "square", "triangle"), 12, 6)
 _AML_NAME = "Azure ML endpoint"
-_ROUNDING = {
-    "accuracy": 4,
-    "latency_p50_ms": 1,
-    "latency_p95_ms": 1,
-    "images_per_second": 2,
-    "cost_per_1000_usd": 6,
-}
 _ONNX_NOTE = "latency is per batch of up to 16 images (one onnxruntime run)"
-
-
-@dataclass(frozen=True)
-class DemoRow:
-    """One line of the demo's table (and of its ``--json`` summary).
-
-    Example:
-        >>> DemoRow("onnx", "ONNX, local", "onnx", "ok", accuracy=1.0).to_dict()["accuracy"]
-        1.0
-    """
-
-    id: str
-    name: str
-    backend: str
-    status: Status
-    accuracy: float | None = None
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    images_per_second: float | None = None
-    cost_per_1000_usd: float | None = None
-    images: int = 0
-    failed: int = 0
-    note: str = ""
-    cost_basis: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The row as JSON-ready values (milliseconds to 0.1, dollars to 0.000001)."""
-        row = asdict(self)
-        for name, digits in _ROUNDING.items():
-            if row[name] is not None:
-                row[name] = round(row[name], digits)
-        return row
 
 
 def register(app: typer.Typer) -> None:
@@ -146,7 +105,7 @@ def demo(
     console.print(results_table(rows))
     console.print("\n".join(footnotes(rows)), markup=False, soft_wrap=True)
     if not quiet:
-        console.print(_next_steps(target), markup=False, soft_wrap=True)
+        console.print(next_steps(target), markup=False, soft_wrap=True)
         console.print(f"demo finished in {seconds:.0f} s", markup=False, soft_wrap=True)
     classes, n_train, n_test = _QUICK if quick else _FULL
     summary = {
@@ -414,73 +373,3 @@ def scoring_script() -> Traversable:
         'score.py'
     """
     return resources.files("azvision.emulator").joinpath("assets", "score.py")
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _usd(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return "$0" if value == 0 else f"${value:.2f}" if value >= 0.1 else f"${value:.4f}"
-
-
-def results_table(rows: list[DemoRow]) -> Table:
-    """The side-by-side table, one row per backend; fits 80 columns (notes go to :func:`footnotes`).
-
-    Example:
-        >>> results_table([DemoRow("onnx", "ONNX, local", "onnx", "ok", accuracy=1.0)]).row_count
-        1
-    """
-    table = Table(title="azvision demo: held-out images through every backend", title_justify="left")
-    table.add_column("backend", no_wrap=True)
-    for column in ("accuracy", "p50 ms", "p95 ms", "img/s", "$/1k img"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for row in rows:
-        if row.status != "ok":
-            table.add_row(row.name, row.status.upper(), "–", "–", "–", "–")
-            continue
-        table.add_row(
-            row.name,
-            _pct(row.accuracy) if row.accuracy is not None else "n/a",
-            _num(row.latency_p50_ms),
-            _num(row.latency_p95_ms),
-            _num(row.images_per_second, 1),
-            _usd(row.cost_per_1000_usd),
-        )
-    return table
-
-
-def footnotes(rows: list[DemoRow]) -> list[str]:
-    """The lines under the table: each row's notes, then what each cost figure is based on.
-
-    Example:
-        >>> footnotes([DemoRow("x", "X", "onnx", "skipped", note="no model")])[1]
-        '  X: skipped: no model'
-    """
-    lines = ["notes:"]
-    for row in rows:
-        if row.note:
-            status = "" if row.status == "ok" else f"{row.status}: "
-            lines.append(f"  {row.name}: {status}{row.note}")
-    if len(lines) == 1:
-        lines.append("  none")
-    lines.append("cost basis (list prices recalled from Azure's pricing pages, not fetched live):")
-    lines += [f"  {row.name}: {row.cost_basis}" for row in rows if row.cost_basis]
-    return lines
-
-
-def _next_steps(workdir: Path) -> str:
-    test, export = workdir / "data" / "test", workdir / "export"
-    return "\n".join(
-        (
-            "Try it yourself (offline, on the files the demo left behind):",
-            f"  azvision classify {test} --backend onnx --model-path {export}",
-            f"  azvision evaluate {test} --backend onnx --model-path {export} --report {workdir / 'report'}",
-        )
-    )

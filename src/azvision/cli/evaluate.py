@@ -22,8 +22,8 @@ from .._errors import AzVisionError, ConfigurationError
 from .._images import ImageLike
 from .._models import Prediction
 from .._protocol import Classifier
+from ..datasets import Dataset
 from ..evaluation import Metrics, evaluate, write_report
-from ..training.datasets import Dataset
 from ._diagnose import FailureTally, backend_endpoint
 from ._options import (
     BackendName,

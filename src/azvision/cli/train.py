@@ -145,7 +145,7 @@ def train(
 
 
 def _load(dataset: Path, *, multilabel: bool) -> Any:
-    from ..training.datasets import Dataset
+    from ..datasets import Dataset
 
     if dataset.is_file():
         return Dataset.from_manifest(dataset, multilabel=True if multilabel else None)

@@ -8,8 +8,8 @@ Example:
 
 from __future__ import annotations
 
+from ..datasets import Dataset
 from .custom_vision import CustomVisionTrainer, TrainingJob
-from .datasets import Dataset
 from .models import (
     ExportInfo,
     IterationInfo,

@@ -23,9 +23,9 @@ from azure.cognitiveservices.vision.customvision.training.models import (
 )
 
 from .._errors import ConfigurationError, ServiceError
+from ..datasets import Dataset
 from ._core import TrainerCore, project_ref
 from ._upload import ExistingImage, OutgoingImage, Uploader, UploadItem
-from .datasets import Dataset
 from .models import ProjectInfo, UploadReport
 
 __all__ = ["ProjectsMixin"]

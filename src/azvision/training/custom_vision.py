@@ -38,11 +38,11 @@ from typing_extensions import Self
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._errors import ConfigurationError
 from .._retry import RetryPolicy, Throttle
+from ..datasets import Dataset
 from ._export import ExportsMixin
 from ._projects import ProjectsMixin
 from ._publish import PublishingMixin
 from ._training import TrainingJob, TrainingMixin
-from .datasets import Dataset
 from .models import ExportInfo, TrainProgress, TrainResult
 
 if TYPE_CHECKING:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..datasets import SkippedFile
+
 __all__ = [
     "ExportInfo",
     "FailedImage",
@@ -29,20 +31,6 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True)
-
-
-class SkippedFile(BaseModel):
-    """A file a data set did not take, and why (unsupported, unreadable, hidden, no label…).
-
-    Example:
-        >>> SkippedFile(path="cats/notes.txt", reason="not an image").reason
-        'not an image'
-    """
-
-    model_config = _FROZEN
-
-    path: str
-    reason: str
 
 
 class FailedImage(BaseModel):

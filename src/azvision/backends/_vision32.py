@@ -6,7 +6,7 @@ until five minutes before it expires; every failure becomes an :class:`~azvision
 
 Example:
     >>> from azvision._config import Secret
-    >>> client = Cv32Client(
+    >>> client = Vision32Client(
     ...     "https://x.cognitiveservices.azure.com", key=Secret("k"), timeout=30, backend="image_analysis")
     >>> client.analyze(image, caption=False, language="en")["categories"]  # doctest: +SKIP
     [{'name': 'animal_dog', 'score': 0.93}]
@@ -27,7 +27,7 @@ from .._error_mapping import error_from_azure_core, error_from_http, error_from_
 from .._errors import ServiceError
 from .._images import COMMON_FORMATS, ImageLimits, LoadedImage
 
-__all__ = ["V32_LIMITS", "Cv32Client"]
+__all__ = ["V32_LIMITS", "Vision32Client"]
 
 _MB = 1024 * 1024
 _SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -37,7 +37,7 @@ V32_LIMITS = ImageLimits(
 )
 
 
-class Cv32Client:
+class Vision32Client:
     """``POST {endpoint}/vision/v3.2/analyze`` for ``Categories`` (and ``Description`` for a caption).
 
     Give ``key`` or ``credential`` (a ``TokenCredential`` or an ``AzureKeyCredential``); ``backend`` is the
