@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from azvision import Label, Prediction, ServiceError
 from azvision._models import CONFIDENCE_TOLERANCE
 from azvision.backends._aml_formats import parse_answer
-from azvision.backends._onnx_export import classifier_labels, ssd_labels, zipmap_labels
+from azvision.backends._onnx_outputs import classifier_labels, ssd_labels, zipmap_labels
 from azvision.backends.custom_vision import prediction_from_custom_vision
 from azvision.backends.image_analysis import prediction_from_image_analysis
 
