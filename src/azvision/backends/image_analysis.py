@@ -193,6 +193,10 @@ def _is_loopback(endpoint: str) -> bool:
         return False
 
 
+def _raw_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
+    return pipeline_response.http_response.json()
+
+
 class ImageAnalysisBackend(BaseBackend):
     """Azure AI Vision Image Analysis as a :class:`~azvision.Classifier`.
 
@@ -322,18 +326,25 @@ class ImageAnalysisBackend(BaseBackend):
 
     def _call_v40(self, image: LoadedImage) -> dict[str, Any]:
         assert self._client is not None
-        options: dict[str, Any] = {"language": self.language}
+        # The service's JSON as parsed by azure-core (cached on the response): `result.as_dict()` would walk
+        # the SDK's model objects to rebuild the same dict on every call.
+        options: dict[str, Any] = {"language": self.language, "cls": _raw_json}
         if self._uses_token and self._plain_http_ok:
             options["enforce_https"] = False
         try:
             if image.url is not None:
-                result = self._client.analyze_from_url(image.url, self._visual_features, **options)
+                result: Any = self._client.analyze_from_url(image.url, self._visual_features, **options)
             else:
                 result = self._client.analyze(image.data or b"", self._visual_features, **options)
         except Exception as exc:
             raise error_from_azure_core(exc, backend=self.name, source=image.source) from exc
-        body: dict[str, Any] = result.as_dict()
-        return body
+        if not isinstance(result, dict):
+            raise ServiceError(
+                f"Image Analysis answered with a JSON {type(result).__name__}, not an object",
+                backend=self.name,
+                source=image.source,
+            )
+        return result
 
     def _close_clients(self) -> None:
         if self._client is not None:
