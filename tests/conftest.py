@@ -65,6 +65,26 @@ def make_jpeg(
     return buf.getvalue()
 
 
+@pytest.fixture(scope="session")
+def inference_python() -> Path:
+    """The Azure ML inference server's Python: its environment is built at most once per run.
+
+    `ensure_environment` keeps it under the azvision cache directory (a marker file under a lock), so later
+    runs reuse it. Every test that needs it, directly or through a fixture, is marked `slow` (see
+    `pytest_collection_modifyitems`): depend on this fixture before starting an emulator with
+    `aml_endpoints`.
+    """
+    from azvision.emulator._inference_server import ensure_environment
+
+    return ensure_environment()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "inference_python" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def png_bytes() -> bytes:
     return make_png()

@@ -31,7 +31,6 @@ from azvision.emulator._context import EmulatorConfig, EmulatorContext
 from azvision.emulator._inference_server import (
     InferenceServer,
     InferenceServerError,
-    ensure_environment,
 )
 from azvision.emulator._server import Emulator
 from tests.conftest import REAL_EXPORTS
@@ -42,14 +41,9 @@ REAL_EXPORT = REAL_EXPORTS / "hemlock-japanese-cherry"
 LABELS = ("blue", "green", "red")
 
 
-# Every test here runs the inference server from its own virtual environment; ensure_environment
-# builds it once per machine (a marker file under a lock) and this fixture asks once per session.
+# Every test here runs the inference server from its own virtual environment (the session fixture
+# inference_python, in tests/conftest.py, builds it once per run and marks its users slow).
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def inference_python() -> Path:
-    return ensure_environment()
 
 
 @pytest.fixture(scope="module")
