@@ -241,7 +241,7 @@ def test_canonical_name_folds_case_dashes_and_aliases() -> None:
 
 def test_known_backends_say_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     known = azvision.known_backends()
-    assert sorted(known) == ["azure_ml", "custom_vision", "image_analysis", "onnx"]
+    assert sorted(known) == ["azure_ml", "azure_openai", "custom_vision", "image_analysis", "onnx"]
     assert known["onnx"].install_hint == "pip install 'azvision[onnx]'"
     assert known["custom_vision"].extra is None and "custom-vision" in known["custom_vision"].aliases
     azvision.register_backend("ghost", "azvision_no_such_package.mod:Ghost")
