@@ -220,6 +220,25 @@ def test_train_and_classify_example_trains_and_both_classifiers_agree_with_the_t
     assert right / len(rows) >= 0.9
 
 
+@pytest.mark.slow
+def test_async_batch_example_streams_both_batches_in_input_order(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = run_example("async_batch.py", env={"TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("  ")]
+    expected = [f"{kind}_{i:03d}.jpg" for kind in ("circle", "square", "triangle") for i in range(4)]
+    for name in ("service", "onnx"):
+        mine = [row for row in rows if row[0] == name]
+        assert [row[1] for row in mine] == expected  # one line per image, in input order
+        assert sum(row[2] == row[1].split("_")[0] for row in mine) >= 11
+    summary = done.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"12 images through both in [\d.]+ s: service 1[12]/12 right, onnx 1[12]/12 right", summary
+    )
+    assert leftovers(scratch) == []
+
+
 def test_packaged_scoring_script_is_the_documented_example() -> None:
     from azvision.cli.demo import scoring_script
 
