@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 from azvision import CustomVisionTrainer
-from azvision._demo_data import make_dataset
 from azvision.datasets import Dataset
 from azvision.emulator import Emulator
+from azvision.synthetic import make_dataset
 from azvision.training.models import TrainProgress
 
 
@@ -36,7 +36,11 @@ class StepPrinter:
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="azvision-train-"))
+    with tempfile.TemporaryDirectory(prefix="azvision-train-") as scratch:  # removed when done
+        train_and_classify(Path(scratch))
+
+
+def train_and_classify(work: Path) -> None:
     if len(sys.argv) > 1:
         folder = Path(sys.argv[1])
     else:

@@ -26,6 +26,16 @@ def test_mkdocs_builds_strict(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     html = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "CustomVisionBackend" in html and "classify_many" in html
+    documented = [
+        "azvision.emulator.Emulator",
+        "azvision.emulator.EmulatorConfig",
+        "azvision.emulator.AmlEndpointSpec",
+        "azvision.evaluation.evaluate",
+        "azvision.Dataset",
+        "azvision.synthetic",
+        "azvision.synthetic.make_dataset",
+    ]
+    assert [name for name in documented if f'id="{name}"' not in html] == []
 
 
 def test_readme_quickstart_has_the_two_commands_ci_runs() -> None:

@@ -4,16 +4,19 @@ The SDK (``azure-cognitiveservices-vision-customvision``, last release 2024-11) 
 so it can be swapped for plain HTTP without touching the backend or the trainer. Every client made here
 has its own retries switched off (azvision's retry layer is the only one; msrest would otherwise never
 retry a POST yet retry some GETs on its own schedule), its timeout set, and error bodies without
-``code``/``message`` handled.
+``code``/``message`` handled. `close_client` closes the connections of every thread that used a client
+(msrest keeps one requests session per thread, and its own `close` only reaches the calling thread's).
 
 Example:
     >>> client = prediction_client("https://x.cognitiveservices.azure.com", Secret("k"), timeout=10)
     >>> client.config.retry_policy.retries
     0
+    >>> close_client(client)
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient
@@ -21,8 +24,55 @@ from azure.cognitiveservices.vision.customvision.training import CustomVisionTra
 from msrest.authentication import ApiKeyCredentials
 
 from ._config import Secret
+from ._sessions import close_session
 
-__all__ = ["prediction_client", "training_client"]
+__all__ = ["close_client", "prediction_client", "training_client"]
+
+
+class _SessionPerThread:
+    """Stands in for msrest's ``threading.local`` of requests sessions: still one per thread, all known.
+
+    msrest reads ``.session`` (an ``AttributeError`` means "make one for this thread") and sets it.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[Any] = []
+
+    @property
+    def session(self) -> Any:
+        return self._local.session
+
+    @session.setter
+    def session(self, value: Any) -> None:
+        self._local.session = value
+        with self._lock:
+            self._sessions.append(value)
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        self._local = threading.local()  # a later call opens (and tracks) a fresh session
+        for session in sessions:
+            close_session(session)
+
+
+def _sessions(client: Any) -> _SessionPerThread | None:
+    mapping = getattr(client.config.pipeline._sender.driver, "_session_mapping", None)
+    return mapping if isinstance(mapping, _SessionPerThread) else None
+
+
+def close_client(client: Any) -> None:
+    """Close a client made here and the connections of every thread that used it. Idempotent.
+
+    Example:
+        >>> close_client(training_client("https://x.cognitiveservices.azure.com", Secret("k"), timeout=5))
+    """
+    sessions = _sessions(client)
+    if sessions is not None:  # first: msrest's own close forgets the calling thread's pools unclosed
+        sessions.close_all()
+    client.close()
 
 
 def prediction_client(endpoint: str, key: Secret, *, timeout: float) -> CustomVisionPredictionClient:
@@ -53,6 +103,7 @@ def _configure(client: Any, timeout: float) -> None:
     policy.respect_retry_after_header = False
     # msrest annotates an int, but hands the value to requests, which takes float seconds.
     client.config.connection.timeout = timeout
+    client.config.pipeline._sender.driver._session_mapping = _SessionPerThread()
     _tolerate_empty_error_bodies(client)
 
 

@@ -239,24 +239,23 @@ _THUMBNAIL_SIDE = 224
 
 
 def _open_upright(image: bytes) -> Any:
-    from PIL import Image, ImageOps
+    """The image upright, as a small RGB thumbnail; ``None`` when it cannot (or must not) be decoded."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(image)) as opened:
-        if opened.width * opened.height > DEFAULT_MAX_PIXELS:  # never decode a bomb for a thumbnail
-            return None
-        opened.draft("RGB", (_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))  # JPEG: decode at a fraction of the size
-        img = ImageOps.exif_transpose(opened).convert("RGB")
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            if opened.width * opened.height > DEFAULT_MAX_PIXELS:  # never decode a bomb for a thumbnail
+                return None
+            opened.draft("RGB", (_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))  # JPEG: decode at a fraction of the size
+            img = ImageOps.exif_transpose(opened).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
     img.thumbnail((_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))
     return img
 
 
 def _thumbnail(image: bytes) -> bytes | None:
-    from PIL import UnidentifiedImageError
-
-    try:
-        img = _open_upright(image)
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
+    img = _open_upright(image)
     if img is None:
         return None
     buf = io.BytesIO()
@@ -278,12 +277,9 @@ def _preview_bytes(preview: bytes | str) -> bytes | None:
 
 
 def _thumbnail_data_uri(image: bytes, labels: Iterable[Label]) -> str | None:
-    from PIL import ImageDraw, UnidentifiedImageError
+    from PIL import ImageDraw
 
-    try:
-        img = _open_upright(image)
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
+    img = _open_upright(image)
     if img is None:
         return None
     draw = ImageDraw.Draw(img)

@@ -31,7 +31,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypedDict, TypeVar
+
+from typing_extensions import Unpack
 
 from ._errors import (
     AzVisionError,
@@ -45,6 +47,7 @@ __all__ = [
     "Clock",
     "Pacer",
     "PollSchedule",
+    "RetryContext",
     "RetryPolicy",
     "RetryState",
     "Throttle",
@@ -86,34 +89,32 @@ class RetryPolicy:
         cap = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
         return rng.uniform(cap / 2, cap)
 
-    def start(
-        self,
-        rng: random.Random | None = None,
-        *,
-        clock: Clock = time.monotonic,
-        throttle: Throttle | None = None,
-        pacers: Sequence[Pacer] = (),
-        breaker: Breaker | None = None,
-        costed: Sequence[tuple[Pacer, float]] = (),
-        backend: str | None = None,
-        source: str | None = None,
-    ) -> RetryState:
-        """A fresh state for one input (its deadline starts now).
+    def start(self, rng: random.Random | None = None, **context: Unpack[RetryContext]) -> RetryState:
+        """A fresh state for one input (its deadline starts now); `context` is described in `RetryContext`.
 
-        ``pacers`` count one unit per request; ``costed`` pairs a pacer with what one request costs it (a
-        tokens-per-minute budget and the request's estimated tokens).
+        Example:
+            >>> RetryPolicy().start(backend="onnx").attempts
+            0
         """
-        return RetryState(
-            self,
-            rng or random.Random(),
-            clock=clock,
-            throttle=throttle,
-            pacers=pacers,
-            breaker=breaker,
-            costed=costed,
-            backend=backend,
-            source=source,
-        )
+        return RetryState(self, rng or random.Random(), **context)
+
+
+class RetryContext(TypedDict, total=False):
+    """What one input's retries read and report, all optional (keywords of `RetryPolicy.start`).
+
+    `clock` (default `time.monotonic`) times the deadline and the slots; `throttle` is the client's view
+    of the service; `pacers` count one unit per request; `costed` pairs a pacer with what one request
+    costs it (a tokens-per-minute budget and the request's estimated tokens); `breaker` stops a batch
+    after repeated identical errors; `backend` and `source` name the errors raised.
+    """
+
+    clock: Clock
+    throttle: Throttle | None
+    pacers: Sequence[Pacer]
+    breaker: Breaker | None
+    costed: Sequence[tuple[Pacer, float]]
+    backend: str | None
+    source: str | None
 
 
 class VirtualClock:
@@ -150,30 +151,18 @@ class RetryState:
     #: Slots are claimed at most this many seconds ahead; a caller further back looks again after it.
     HORIZON = 0.5
 
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        rng: random.Random,
-        *,
-        clock: Clock = time.monotonic,
-        throttle: Throttle | None = None,
-        pacers: Sequence[Pacer] = (),
-        breaker: Breaker | None = None,
-        costed: Sequence[tuple[Pacer, float]] = (),
-        backend: str | None = None,
-        source: str | None = None,
-    ) -> None:
+    def __init__(self, policy: RetryPolicy, rng: random.Random, **context: Unpack[RetryContext]) -> None:
         self.policy = policy
         self.rng = rng
-        self.clock = clock
-        self.throttle = throttle
-        self.pacers = list(pacers)
-        self.breaker = breaker
-        self.costed = [*((p, 1.0) for p in pacers), *costed]
-        self.backend = backend
-        self.source = source
+        self.clock: Clock = context.get("clock", time.monotonic)
+        self.throttle = context.get("throttle")
+        self.pacers = list(context.get("pacers", ()))
+        self.breaker = context.get("breaker")
+        self.costed = [*((p, 1.0) for p in self.pacers), *context.get("costed", ())]
+        self.backend = context.get("backend")
+        self.source = context.get("source")
         self.attempts = 0
-        self.started = clock()
+        self.started = self.clock()
         self.sent_at = self.started
         self._claimed = False
 

@@ -35,7 +35,7 @@ def run(data):
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def emulator(tmp_path_factory: pytest.TempPathFactory, inference_python: Path) -> Iterator[Emulator]:
     script = Path(tmp_path_factory.mktemp("aml-ws")) / "colours.py"
     script.write_text(textwrap.dedent(COLOUR_SCRIPT), encoding="utf-8")
     with Emulator(aml_endpoints={"colours": script}) as emu:

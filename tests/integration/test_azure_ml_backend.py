@@ -74,7 +74,7 @@ def _png(colour: tuple[int, int, int], size: tuple[int, int] = (96, 72)) -> byte
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def emulator(tmp_path_factory: pytest.TempPathFactory, inference_python: Path) -> Iterator[Emulator]:
     folder = tmp_path_factory.mktemp("aml")
     export = folder / "export"
     export.mkdir()

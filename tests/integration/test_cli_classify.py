@@ -29,6 +29,7 @@ from msrest.authentication import ApiKeyCredentials
 from PIL import Image
 
 from azvision.emulator import Emulator
+from tests.conftest import REAL_EXPORTS
 
 COLOURS = {"red": (220, 30, 20), "green": (20, 200, 40), "blue": (20, 40, 220)}
 WRONG_KEY = "wrong-key-DISTINCTIVE-4f2a9c"
@@ -254,12 +255,7 @@ def test_compare_custom_vision_with_image_analysis(
     assert leaked == []
 
 
-REAL_EXPORTS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real-custom-vision-exports"
-
-
-@pytest.mark.skipif(
-    not REAL_EXPORTS.is_dir(), reason="the shared real-export fixtures are not beside the repo"
-)
+@pytest.mark.needs_shared("fixtures/real-custom-vision-exports")
 def test_onnx_backend_on_a_real_service_export(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     folder = REAL_EXPORTS / "hemlock-japanese-cherry"

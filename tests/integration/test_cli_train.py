@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from azvision._demo_data import make_dataset
 from azvision.cli.app import app
 from azvision.emulator import Emulator
+from azvision.synthetic import make_dataset
 
 CLASSES = ("circle", "square", "triangle")
 JSON_KEYS = {

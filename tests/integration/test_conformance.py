@@ -35,7 +35,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, inference_python: Path) -> Iterator[World]:
     root = tmp_path_factory.mktemp("conformance")
     dataset = root / "dataset"
     for kind in SHAPES:

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from azvision import (
     BackendConnectionError,
     BackendTimeoutError,
     CustomVisionBackend,
+    CustomVisionTrainer,
     NotFoundError,
     Prediction,
     RetryPolicy,
@@ -239,6 +241,36 @@ def test_a_batch_streams_in_input_order_and_async_works(published: Published, tm
         assert [o.label for o in outcomes if isinstance(o, Prediction)] == names
         assert [o.source for o in outcomes if isinstance(o, Prediction)] == [str(p) for p in paths]
         assert asyncio.run(clf.aclassify(paths[1])).label == "sea"
+
+
+def connections_to(port: int) -> list[Any]:
+    """This process's open TCP connections to ``port`` on loopback (the client ends only)."""
+    psutil = pytest.importorskip("psutil")
+    return [c for c in psutil.Process().net_connections(kind="tcp") if c.raddr and c.raddr.port == port]
+
+
+def test_closing_the_backend_closes_every_connection_it_opened(published: Published) -> None:
+    port = int(published.emulator.endpoint.rsplit(":", 1)[1].strip("/"))
+    before = len(connections_to(port))
+    images = [photo(COLOURS[name], seed=700 + i) for i, name in enumerate(list(COLOURS) * 6)]
+    with published.backend(concurrency=6) as clf:
+        assert all(isinstance(o, Prediction) for o in clf.classify_many(images))
+        assert asyncio.run(clf.aclassify(images[0])).label == "tomato"
+        opened = len(connections_to(port)) - before
+        assert opened >= 2  # the batch's worker threads each keep a session (msrest: one per thread)
+    assert len(connections_to(port)) == before
+
+
+def test_closing_the_trainer_closes_the_connections_of_every_thread(azvision_emulator: Emulator) -> None:
+    emu = azvision_emulator
+    port = int(emu.endpoint.rsplit(":", 1)[1].strip("/"))
+    trainer = CustomVisionTrainer(
+        emu.endpoint, emu.training_key, prediction_resource_id=emu.prediction_resource_id
+    )
+    with trainer, ThreadPoolExecutor(4) as pool:
+        assert len(set(pool.map(lambda i: trainer.project(f"p{i % 4}").id, range(8)))) == 4
+        assert len(connections_to(port)) >= 2
+    assert connections_to(port) == []
 
 
 def test_large_images_are_downscaled_before_sending(published: Published) -> None:

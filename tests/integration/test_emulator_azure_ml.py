@@ -31,24 +31,19 @@ from azvision.emulator._context import EmulatorConfig, EmulatorContext
 from azvision.emulator._inference_server import (
     InferenceServer,
     InferenceServerError,
-    ensure_environment,
 )
 from azvision.emulator._server import Emulator
+from tests.conftest import REAL_EXPORTS
 
 SCRIPTS = Path(__file__).parent / "aml_scripts"
 EXAMPLE_SCORE = Path(__file__).parents[2] / "examples" / "aml" / "score.py"
-REAL_EXPORT = Path(__file__).parents[3] / "shared/fixtures/real-custom-vision-exports/hemlock-japanese-cherry"
+REAL_EXPORT = REAL_EXPORTS / "hemlock-japanese-cherry"
 LABELS = ("blue", "green", "red")
 
 
-# Every test here runs the inference server from its own virtual environment; ensure_environment
-# builds it once per machine (a marker file under a lock) and this fixture asks once per session.
+# Every test here runs the inference server from its own virtual environment (the session fixture
+# inference_python, in tests/conftest.py, builds it once per run and marks its users slow).
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def inference_python() -> Path:
-    return ensure_environment()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +89,7 @@ def emulator(inference_python: Path, model_dir: Path) -> Iterator[Emulator]:
         "sluggish": AmlEndpointSpec(SCRIPTS / "slow.py", request_timeout_ms=300),
         "busy": AmlEndpointSpec(SCRIPTS / "slow.py", max_concurrent_requests=1),
     }
-    if REAL_EXPORT.is_dir():
+    if REAL_EXPORT.is_dir():  # its test skips or fails (needs_shared) when it is missing
         endpoints["legacy"] = AmlEndpointSpec(EXAMPLE_SCORE, model_dir=REAL_EXPORT)
     config = EmulatorConfig(aml_endpoints=endpoints)
     with Emulator.from_config(config) as emu:
@@ -162,11 +157,10 @@ def test_automl_json_batch_gets_one_answer_per_image(emulator: Emulator) -> None
     ("photo", "label"),
     [("japanese_cherry_6.jpg", "JapaneseCherry"), ("hemlock_test_image.jpg", "hemlock")],
 )
+@pytest.mark.needs_shared("fixtures/real-custom-vision-exports/hemlock-japanese-cherry")
 def test_example_script_runs_a_real_2018_custom_vision_export(
     emulator: Emulator, photo: str, label: str
 ) -> None:
-    if not REAL_EXPORT.is_dir():
-        pytest.skip(f"real export fixtures not found at {REAL_EXPORT}")
     response = httpx.post(
         emulator.aml_scoring_uri("legacy"),
         content=(REAL_EXPORT / photo).read_bytes(),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
+import tracemalloc
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -360,6 +362,40 @@ def test_upload_statuses_and_207(
     ]
     assert summary.images[0].image.id == first.images[0].image.id
     assert trainer.get_image_count(created.id) == 2
+
+
+def test_a_files_batch_is_judged_image_by_image_without_holding_an_oversized_image(
+    emu: Emulator,
+    project: tuple[CustomVisionTrainingClient, Project, Tag],
+    make_shape_image: Callable[..., bytes],
+) -> None:
+    trainer, created, tag = project
+    good = base64.b64encode(make_shape_image("circle", 601)).decode()
+    chunk, chunks = b"Qk02" * 16384, 1280  # 80 MB of base64 (a "BMP" of 60 MB), sent as it is made
+
+    def body() -> Iterator[bytes]:
+        yield b'{"images": [{"name": "huge.bmp", "contents": "'
+        for _ in range(chunks):
+            yield chunk
+        yield f'"}}, {{"name": "fine.png", "contents": "{good}"}}], "tagIds": ["{tag.id}"]}}'.encode()
+
+    tracemalloc.start()
+    try:
+        answer = httpx.post(
+            f"{emu.endpoint}/customvision/v3.3/Training/projects/{created.id}/images/files",
+            content=body(),
+            headers={"Training-Key": emu.training_key, "Content-Type": "application/json"},
+            timeout=60,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer.status_code == 207, answer.text
+    statuses = [(image["sourceUrl"], image["status"]) for image in answer.json()["images"]]
+    assert statuses == [('"huge.bmp"', "ErrorImageSize"), ('"fine.png"', "OK")]
+    # Never held whole (8 MB of it is: enough to tell it is too big); before, the peak was 3 times its size.
+    assert peak < len(chunk) * chunks
+    assert trainer.get_image_count(created.id) == 1
 
 
 def test_upload_encodings(

@@ -7,7 +7,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import ClassVar
 
 import httpx
@@ -20,8 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from azvision.emulator._ia_describe import CATEGORY_TAXONOMY
 from azvision.emulator._server import Emulator
+from tests.conftest import shared_path
 
-TAXONOMY_FILE = Path(__file__).parents[3] / "shared" / "reference" / "category-taxonomy-86.txt"
 ANALYZE_40 = "/computervision/imageanalysis:analyze"
 ANALYZE_32 = "/vision/v3.2/analyze"
 
@@ -317,9 +316,8 @@ def test_categories_come_from_the_86_category_taxonomy(emulator: Emulator) -> No
 
 
 def test_shipped_taxonomy_matches_the_reference() -> None:
-    if not TAXONOMY_FILE.is_file():
-        pytest.skip(f"reference taxonomy not found at {TAXONOMY_FILE}")
-    assert list(CATEGORY_TAXONOMY) == TAXONOMY_FILE.read_text().split()
+    taxonomy = shared_path("reference/category-taxonomy-86.txt")
+    assert list(CATEGORY_TAXONOMY) == taxonomy.read_text().split()
 
 
 def test_v32_full_answer_shape(emulator: Emulator, files: Callable[[str, bytes], str]) -> None:

@@ -8,6 +8,7 @@ its rendered HTML outputs are checked.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -21,9 +22,9 @@ from typing import Any
 import pytest
 
 from azvision import CustomVisionTrainer
-from azvision._demo_data import make_dataset
 from azvision.datasets import Dataset
 from azvision.emulator import Emulator
+from azvision.synthetic import make_dataset
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 SCRIPT_TIMEOUT_S = 120
@@ -62,6 +63,11 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
         }
         assert result.export_dir is not None
         yield Published(emulator, test, root / "test", result.export_dir, env)
+
+
+def leftovers(tmpdir: Path) -> list[str]:
+    """The folders an example made under ``TMPDIR`` and left behind (other libraries' files aside)."""
+    return [path.name for path in tmpdir.iterdir() if path.name.startswith("azvision-")]
 
 
 def run_example(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -201,9 +207,12 @@ def test_batch_at_quota_stays_under_the_quota_and_absorbs_429s_above_it(
 
 
 @pytest.mark.slow
-def test_train_and_classify_example_trains_and_both_classifiers_agree_with_the_truth() -> None:
-    done = run_example("train_and_classify.py", env={})
+def test_train_and_classify_example_trains_and_both_classifiers_agree_with_the_truth(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = run_example("train_and_classify.py", env={"TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr
+    assert leftovers(scratch) == []  # its generated images and export are gone
     rows = [line.split() for line in done.stdout.splitlines() if " truth " in line]
     assert len(rows) >= 9
     # "<file> truth <label> service <label> onnx <label>"
@@ -211,10 +220,55 @@ def test_train_and_classify_example_trains_and_both_classifiers_agree_with_the_t
     assert right / len(rows) >= 0.9
 
 
+@pytest.mark.slow
+def test_async_batch_example_streams_both_batches_in_input_order(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = run_example("async_batch.py", env={"TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("  ")]
+    expected = [f"{kind}_{i:03d}.jpg" for kind in ("circle", "square", "triangle") for i in range(4)]
+    for name in ("service", "onnx"):
+        mine = [row for row in rows if row[0] == name]
+        assert [row[1] for row in mine] == expected  # one line per image, in input order
+        assert sum(row[2] == row[1].split("_")[0] for row in mine) >= 11
+    summary = done.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"12 images through both in [\d.]+ s: service 1[12]/12 right, onnx 1[12]/12 right", summary
+    )
+    assert leftovers(scratch) == []
+
+
 def test_packaged_scoring_script_is_the_documented_example() -> None:
     from azvision.cli.demo import scoring_script
 
     assert scoring_script().read_bytes() == (EXAMPLES / "aml" / "score.py").read_bytes()
+
+
+def example_imports() -> Iterator[tuple[str, str]]:
+    """``(where, module)`` for every import in the example scripts and in the notebook's code cells."""
+    sources = {path.name: path.read_text() for path in EXAMPLES.rglob("*.py")}
+    notebook = json.loads((EXAMPLES / "notebook.ipynb").read_text())
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] == "code":
+            sources[f"notebook.ipynb cell {index}"] = "".join(cell["source"])
+    for where, source in sources.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                yield from ((where, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                yield where, node.module
+
+
+def test_examples_import_only_public_azvision_modules() -> None:
+    imported = list(example_imports())
+    assert ("notebook.ipynb cell 1", "azvision.synthetic") in imported
+    private = [
+        (where, name)
+        for where, name in imported
+        if name.startswith("azvision") and any(part.startswith("_") for part in name.split("."))
+    ]
+    assert private == []
 
 
 # --- the notebook -------------------------------------------------------------------------------------
@@ -231,14 +285,20 @@ def html_of(outputs: list[Any]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_notebook_runs_and_renders_predictions_and_the_comparison(tmp_path: Path) -> None:
+def test_notebook_runs_and_renders_predictions_and_the_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nbclient = pytest.importorskip("nbclient")
     nbformat = pytest.importorskip("nbformat")
     notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the kernel's temporary folders go here
     client = nbclient.NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()
+    assert leftovers(scratch) == []
 
     setup = "".join(str(out.get("text", "")) for out in outputs_of(notebook, "setup"))
     assert "36 training and 12 held-out images of circle, square, triangle" in setup

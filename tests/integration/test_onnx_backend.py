@@ -21,13 +21,10 @@ from azvision._preprocess import COMPACT_CLASSIFIER
 from azvision.emulator._features import get_feature_extractor
 from azvision.emulator._head import LinearHead, train_head
 from azvision.emulator._onnx_export import build_export_zip
+from tests.conftest import REAL_EXPORTS
 from tests.integration.conftest import SHAPES, ShapeDataset
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-REAL_EXPORTS = REPO_ROOT.parent / "shared" / "fixtures" / "real-custom-vision-exports"
-real_exports = pytest.mark.skipif(
-    not REAL_EXPORTS.is_dir(), reason=f"the shared fixtures are not beside the repository ({REAL_EXPORTS})"
-)
+real_exports = pytest.mark.needs_shared("fixtures/real-custom-vision-exports")
 ITERATION_ID = "7d2c6a8e-1f0b-4c55-9a7e-2f4b8c1d0e9a"
 
 

@@ -19,9 +19,9 @@ from azvision import (
     RetryPolicy,
     TrainingError,
 )
-from azvision._demo_data import make_dataset
 from azvision.datasets import Dataset
 from azvision.emulator import Emulator
+from azvision.synthetic import make_dataset
 from azvision.training.models import TrainProgress, TrainResult
 
 SHAPES = ("circle", "square", "triangle")

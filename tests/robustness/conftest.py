@@ -132,7 +132,7 @@ class World:
 
 
 @pytest.fixture(scope="package")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, inference_python: Path) -> Iterator[World]:
     root = tmp_path_factory.mktemp("world")
     dataset = write_dataset(root / "dataset")
     with Emulator(training_seconds=0.1) as emulator:

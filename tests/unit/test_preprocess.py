@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,8 @@ from azvision._preprocess import (
     to_tensor,
     upright_rgb,
 )
+from tests.conftest import REAL_EXPORTS
 
-REAL_EXPORTS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real-custom-vision-exports"
 MODERN_COMPACT = {
     "Image.BitmapPixelFormat": "Bgr8",
     "Image.ColorSpaceGamma": "SRGB",
@@ -209,7 +208,7 @@ def test_unsupported_models_are_named(
 
 # --- the real 2018 service exports -------------------------------------------------------------
 
-real_exports = pytest.mark.skipif(not REAL_EXPORTS.is_dir(), reason="shared/fixtures is not beside the repo")
+real_exports = pytest.mark.needs_shared("fixtures/real-custom-vision-exports")
 
 
 def classify_with_real_export(model: str, image: str, spec_change: dict[str, object] | None = None) -> str:

@@ -7,6 +7,7 @@ one validated image, vendor errors already mapped at its choke point). Everythin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -216,25 +217,15 @@ class BaseBackend(ABC):
         return min(max(2 * concurrency, concurrency + int(2 * rate)), 512)
 
     def _item(self, image: ImageLike, batch: BatchContext) -> Prediction:
-        loaded: LoadedImage | None = None
-        try:
-            batch.breaker.check(image if isinstance(image, str) else None)
-            loaded = self._load(image)
-            return self._send(loaded, batch)
-        except AzVisionError as exc:
-            _name_source(exc, image, loaded)
-            raise
+        with _batch_input(image, batch) as item:
+            item.loaded = self._load(image)
+            return self._send(item.loaded, batch)
 
     async def _aitem(self, image: ImageLike, batch: BatchContext) -> Prediction:
-        loaded: LoadedImage | None = None
-        try:
-            batch.breaker.check(image if isinstance(image, str) else None)
+        with _batch_input(image, batch) as item:
             loop = asyncio.get_running_loop()
-            loaded = await loop.run_in_executor(self._pool(), self._load, image)
-            return await self._asend(loaded, batch)
-        except AzVisionError as exc:
-            _name_source(exc, image, loaded)
-            raise
+            item.loaded = await loop.run_in_executor(self._pool(), self._load, image)
+            return await self._asend(item.loaded, batch)
 
     def classify_many(
         self,
@@ -335,6 +326,24 @@ class BaseBackend(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class _BatchInput:
+    """One input of a batch, once loaded (what its errors are named after)."""
+
+    loaded: LoadedImage | None = None
+
+
+@contextlib.contextmanager
+def _batch_input(image: ImageLike, batch: BatchContext) -> Iterator[_BatchInput]:
+    """Check the batch's breaker before an input is read, and name the input in any error it gets."""
+    item = _BatchInput()
+    try:
+        batch.breaker.check(image if isinstance(image, str) else None)
+        yield item
+    except AzVisionError as exc:
+        _name_source(exc, image, item.loaded)
+        raise
 
 
 def _name_source(exc: AzVisionError, image: ImageLike, loaded: LoadedImage | None) -> None:

@@ -5,6 +5,7 @@ A command module exposes ``register(app: typer.Typer) -> None``; adding one is o
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import shlex
@@ -177,25 +178,14 @@ def emulator_command(
     Prints one JSON line first: endpoint, keys, prediction resource id and AML scoring URIs
     (with `--env`: `export NAME=VALUE` lines for the SDK's environment variables).
     """
+    options = dict(locals())  # the options named like the emulator's settings are those settings
     with usage_errors(str):
         endpoints = _aml_endpoints(aml_endpoint or [])
         if openai_knowledge is not None and not openai_knowledge.is_dir():
             raise ConfigurationError(f"--openai-knowledge {openai_knowledge}: not a folder")
         serve, config_type = _emulator_parts()
-        config: Any = config_type(
-            host=host,
-            port=port,
-            latency_ms=latency_ms,
-            rate_limit_tps=rate_limit_tps,
-            fail_rate=fail_rate,
-            drop_rate=drop_rate,
-            seed=seed,
-            data_dir=data_dir,
-            aml_endpoints=endpoints,
-            openai_rpm=openai_rpm,
-            openai_tpm=openai_tpm,
-            openai_knowledge=openai_knowledge,
-        )
+        settings = {f.name: options[f.name] for f in dataclasses.fields(config_type) if f.name in options}
+        config: Any = config_type(**settings, aml_endpoints=endpoints)
     try:
         serve(config, announce=emulator_env_lines if env else None)
     except OSError as exc:

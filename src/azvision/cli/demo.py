@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.console import Console
 
-from .._demo_data import make_dataset
 from .._errors import AzVisionError, missing_extra
 from .._models import Prediction
 from .._pricing import cost_per_1000_images, describe_basis
 from .._protocol import Classifier
 from ..evaluation import Metrics, evaluate
+from ..synthetic import make_dataset
 from ._demo_table import DemoRow, footnotes, next_steps, results_table
 from ._output import error_line, progress, stderr_is_tty, usage_errors
 from .train import training_progress

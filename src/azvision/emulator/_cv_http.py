@@ -38,6 +38,7 @@ from azvision.emulator._cv_store import (
     TagRecord,
 )
 from azvision.emulator._image_header import read_header
+from azvision.emulator._json_stream import StringCapper
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -48,9 +49,11 @@ MAX_TRAINING_IMAGE_BYTES = 6 * 1024 * 1024
 MAX_PREDICTION_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_SIDE = 10240
 MAX_BATCH_IMAGES = 64
-#: Most JSON bodies are small; an ``/images/files`` batch carries up to 64 base64 images.
+#: Most JSON bodies are small; an ``/images/files`` batch carries up to 64 base64 images, each string kept
+#: only up to one byte more than an image may have (so the size check still sees "too big").
 MAX_JSON_BYTES = 1024 * 1024
-MAX_FILES_BATCH_BYTES = MAX_BATCH_IMAGES * (MAX_TRAINING_IMAGE_BYTES * 4 // 3 + 4096)
+MAX_BASE64_IMAGE_CHARS = (MAX_TRAINING_IMAGE_BYTES + 1 + 2) // 3 * 4
+MAX_FILES_BATCH_BYTES = MAX_BATCH_IMAGES * (MAX_BASE64_IMAGE_CHARS + 4096)
 _DRAIN_BYTES = 32 * 1024 * 1024
 _BODY_CUT = "azvision.emulator.body_cut"
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP"})
@@ -188,11 +191,27 @@ def query_float(request: Request, name: str, default: float) -> float:
         raise CVError(400, "BadRequest", f"Query parameter {name!r} must be a number.") from None
 
 
-async def json_body(request: Request, limit: int = MAX_JSON_BYTES) -> Any:
-    """The request's JSON, read as a stream and refused beyond ``limit`` bytes."""
-    body = await read_capped(request, limit)
+async def json_body(request: Request, limit: int = MAX_JSON_BYTES, *, string_limit: int | None = None) -> Any:
+    """The request's JSON, read as a stream and refused beyond ``limit`` bytes.
+
+    With ``string_limit``, every string value is cut to that many bytes as it arrives (see
+    `StringCapper`): a batch of images is judged image by image without holding an oversized one. A
+    body still longer than ``limit`` once cut, or of more than ``limit`` bytes plus the drain allowance
+    as sent, is refused.
+    """
+    too_big = CVError(400, "BadRequest", f"The request body is larger than {limit} bytes.")
+    if string_limit is None:
+        body = await read_capped(request, limit)
+    else:
+        capper = StringCapper(string_limit)
+        async for chunk in request.stream():
+            capper.feed(chunk)
+            if capper.kept > limit or capper.seen > limit + _DRAIN_BYTES:
+                cut_body(request)
+                raise too_big
+        body = capper.body()
     if len(body) > limit:
-        raise CVError(400, "BadRequest", f"The request body is larger than {limit} bytes.")
+        raise too_big
     if not body.strip():
         return None
     try:

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from azvision.emulator._cv_http import (
+    MAX_BASE64_IMAGE_CHARS,
     MAX_BATCH_IMAGES,
     MAX_FILES_BATCH_BYTES,
     MAX_TRAINING_IMAGE_BYTES,
@@ -86,7 +87,7 @@ class ImagesApi(ApiBase):
         return await self._create(request, uploads)
 
     async def create_images_from_files(self, request: Request) -> Response:
-        body = await json_body(request, MAX_FILES_BATCH_BYTES)
+        body = await json_body(request, MAX_FILES_BATCH_BYTES, string_limit=MAX_BASE64_IMAGE_CHARS)
         uploads = []
         for entry in self._batch_entries(body):
             try:

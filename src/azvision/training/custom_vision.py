@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from typing_extensions import Self
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
+from .._cv_sdk import close_client
 from .._errors import ConfigurationError
 from .._retry import RetryPolicy, Throttle
 from ..datasets import Dataset
@@ -252,7 +253,7 @@ class CustomVisionTrainer(ExportsMixin, PublishingMixin, TrainingMixin, Projects
             return
         self._closed = True
         if self._vendor is not None:
-            self._vendor.close()
+            close_client(self._vendor)
 
     def __enter__(self) -> Self:
         return self

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 
-from azvision._demo_data import SHAPES, Colours, make_dataset, shape_image
 from azvision.datasets import Dataset
+from azvision.synthetic import SHAPES, Colours, make_dataset, shape_image
 
 
 def digest(root: Path) -> dict[str, str]:

@@ -1,17 +1,20 @@
-"""Deterministic labelled images for the demo, the examples and tests: one folder of shapes per label.
+"""Deterministic labelled images: one folder of generated shapes per label, laid out like a real data set.
 
-Every image is one filled shape (its label) of random size, place and rotation on a background with a few
-clutter lines and a little pixel noise. With ``colours="per_class"`` each label also has its own hue (shape
-and colour both tell the classes apart, as classes of real photos differ in several ways); with
-``colours="random"`` only the shape does (a harder test of what a model learned). The same arguments give
-the same pixels on every machine: everything is drawn from seeded ``random.Random`` instances, one per
-image, so an image does not change when ``per_class`` or the other classes change. Pillow is the only
-dependency.
+Use it to try azvision without data of your own, to test code that takes a folder of labelled images, or
+to check a model end to end (the demo, the examples and azvision's own tests use it). Every image is one
+filled shape (its label) of random size, place and rotation on a background with a few clutter lines and a
+little pixel noise. With `colours="per_class"` each label also has its own hue (shape and colour both tell
+the classes apart, as classes of real photos differ in several ways); with `colours="random"` only the shape
+does (a harder test of what a model learned). The same arguments give the same pixels on every machine:
+everything is drawn from seeded `random.Random` instances, one per image, so an image does not change when
+`per_class` or the other classes change. Pillow is the only dependency.
 
 Example:
     >>> import tempfile
-    >>> data = make_dataset(tempfile.mkdtemp(), classes=("circle", "star"), per_class=3, seed=1)
-    >>> len(data), data.labels
+    >>> from azvision.synthetic import make_dataset
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     data = make_dataset(root, classes=("circle", "star"), per_class=3, seed=1)
+    ...     len(data), data.labels
     (6, ('circle', 'star'))
 """
 
@@ -29,9 +32,9 @@ from PIL import Image, ImageDraw
 
 from .datasets import Dataset, DatasetItem
 
-__all__ = ["SHAPES", "make_dataset", "shape_image"]
+__all__ = ["SHAPES", "Colours", "make_dataset", "shape_image"]
 
-#: The shapes :func:`shape_image` draws; each is a class name :func:`make_dataset` accepts.
+#: The shapes `shape_image` draws; each is a class name `make_dataset` accepts.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon")
 
 Colours = Literal["per_class", "random"]
@@ -112,12 +115,14 @@ def shape_image(
     colours: Colours = "per_class",
     classes: Sequence[str] = SHAPES,
 ) -> Image.Image:
-    """One RGB image of a ``kind`` shape (one of :data:`SHAPES`), drawn from ``seed`` alone.
+    """One RGB image of a `kind` shape (one of `SHAPES`), drawn from `seed` alone.
 
-    ``size`` is the side in pixels, or a ``(min, max)`` range each side is drawn from. With
-    ``colours="per_class"`` the hue depends on ``kind``'s place in ``classes``.
+    `size` is the side in pixels, or a `(min, max)` range each side is drawn from. With
+    `colours="per_class"` the hue depends on `kind`'s place in `classes`. Raises `ValueError` for a kind
+    not in `SHAPES`.
 
     Example:
+        >>> from azvision.synthetic import shape_image
         >>> image = shape_image("star", seed=3, size=128)
         >>> image.size, image.mode
         ((128, 128), 'RGB')
@@ -162,16 +167,20 @@ def make_dataset(
     colours: Colours = "per_class",
     image_format: Literal["jpeg", "png"] = "jpeg",
 ) -> Dataset:
-    """Write ``per_class`` images of each class to ``root/<class>/<class>_NNN.jpg`` and return them.
+    """Write `per_class` images of each class to `root/<class>/<class>_NNN.jpg` and return them.
 
-    ``classes`` are names from :data:`SHAPES`. Different ``seed`` values give disjoint images, so a
-    held-out set is ``make_dataset(other_root, seed=seed + 1, ...)``. Existing files of the same names are
-    overwritten (with the same pixels); nothing else in ``root`` is touched or returned.
+    `classes` are names from `SHAPES`. Different `seed` values give disjoint images, so a held-out set is
+    `make_dataset(other_root, seed=seed + 1, ...)`. Existing files of the same names are overwritten (with
+    the same pixels); nothing else in `root` is touched or returned. The result is a
+    `azvision.datasets.Dataset`, ready for `CustomVisionTrainer.train_from_folder` or
+    `azvision.evaluation.evaluate`. Bad arguments raise `ValueError` before anything is written.
 
     Example:
         >>> import tempfile
-        >>> train = make_dataset(tempfile.mkdtemp(), per_class=5, seed=0)
-        >>> train.counts()
+        >>> from azvision.synthetic import make_dataset
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     train = make_dataset(root, per_class=5, seed=0)
+        ...     train.counts()
         {'circle': 5, 'square': 5, 'triangle': 5}
     """
     unknown = [name for name in classes if name not in SHAPES]
