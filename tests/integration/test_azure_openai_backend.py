@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -133,3 +134,23 @@ def test_service_errors_are_typed_and_keep_the_key_secret(emu: Emulator, shape_d
     with make(emu, shape_dataset, key=wrong) as clf, pytest.raises(AuthenticationError) as denied:
         clf.classify(image)
     assert wrong not in str(denied.value) and wrong not in repr(denied.value) and wrong not in repr(clf)
+
+
+def test_event_loops_in_turn_share_one_async_client_slot(emu: Emulator, shape_dataset: ShapeDataset) -> None:
+    images = shape_dataset.test["circle"][:2]
+    clf = make(emu, shape_dataset, examples=None)
+
+    async def classify_both() -> tuple[list[str | None], object]:
+        answers = [(await clf.aclassify(image)).label for image in images]
+        batch = [o async for o in clf.aclassify_many(images)]
+        assert all(isinstance(outcome, Prediction) for outcome in batch)
+        return answers, clf._aclient.get()
+
+    first, first_client = asyncio.run(classify_both())
+    second, second_client = asyncio.run(classify_both())  # a new loop: the closed one's client is dropped
+    assert first == second and all(label in LABELS for label in first)
+    assert second_client is not first_client and clf._aclient.loop is not None
+    asyncio.run(clf.aclose())
+    assert clf._aclient.loop is None
+    with pytest.raises(RuntimeError, match="closed"):
+        clf.classify(images[0])

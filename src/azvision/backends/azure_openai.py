@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ from ._aoai_answer import parse_completion
 from ._aoai_errors import error_from_openai
 from ._aoai_prompt import Examples, Prompt, image_limits
 from ._base import BaseBackend
+from ._loop_client import LoopClient
 
 __all__ = ["AzureOpenAIBackend"]
 
@@ -126,8 +126,9 @@ class AzureOpenAIBackend(BaseBackend):
         if max_tpm is not None:  # each request spends its estimated tokens of the per-minute budget
             self._cost_pacers.append(Pacer(max_tpm / 60.0, clock=self._clock))
         self._client = self._new_client(asynchronous=False)
-        self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._aclients_lock = threading.Lock()
+        self._aclient: LoopClient[Any] = LoopClient(
+            lambda: self._new_client(asynchronous=True), close=lambda client: client.close()
+        )
 
     # -- configuration --------------------------------------------------------------------------
     @property
@@ -223,37 +224,17 @@ class AzureOpenAIBackend(BaseBackend):
 
     async def _apredict(self, image: LoadedImage) -> Prediction:
         try:
-            completion = await self._async_client().chat.completions.create(**self._request(image))
+            completion = await self._aclient.get().chat.completions.create(**self._request(image))
         except Exception as exc:
             raise error_from_openai(exc, backend=self.name, source=image.source) from exc
         return self._answer(completion, image)
 
-    # -- async clients: one per event loop, since connections belong to the loop that opened them ------
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        with self._aclients_lock:
-            for stale in [other for other in self._aclients if other.is_closed()]:
-                del self._aclients[stale]
-            client = self._aclients.get(loop)
-            if client is None:
-                client = self._aclients[loop] = self._new_client(asynchronous=True)
-            return client
-
-    async def _close_async_client(self) -> None:
-        with self._aclients_lock:
-            client = self._aclients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
-
+    # -- the async client: connections belong to the event loop that opened them ----------------
     def _close_clients(self) -> None:
         self._client.close()
-        with self._aclients_lock:
-            leftovers, self._aclients = self._aclients, {}
-        for loop, client in leftovers.items():
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(client.close(), loop)
+        self._aclient.close()
 
     async def aclose(self) -> None:
-        """Close this event loop's connections, then everything else (see :meth:`close`)."""
-        await self._close_async_client()
+        """Close the async connections inside their event loop, then everything else (see `close`)."""
+        await self._aclient.aclose()
         self.close()
