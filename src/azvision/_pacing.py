@@ -1,5 +1,6 @@
 """Pacing shared by the retry driver: a rate ``Pacer``, one client's ``Throttle`` (cool-down and the AIMD
-learned rate) and the batch ``Breaker``. Timing decisions only, from an injectable clock; no I/O.
+learned rate), the ``Headroom`` a service reports before it throttles, and the batch ``Breaker``. Timing
+decisions only, from an injectable clock; no I/O.
 
 Example:
     >>> p = Pacer(10, clock=lambda: 0.0)
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 from ._errors import AuthenticationError, AzVisionError, BackendConnectionError, NotFoundError
 
-__all__ = ["Breaker", "Clock", "Pacer", "Throttle"]
+__all__ = ["Breaker", "Clock", "Headroom", "Pacer", "Throttle"]
 
 Clock = Callable[[], float]
 
@@ -140,6 +141,41 @@ class Throttle:
         if own is not None:
             return [own]
         return [self.learned] if self.learned is not None else []
+
+
+class Headroom:
+    """What is left of one quota, as the service's answers report it (``x-ratelimit-remaining-tokens``).
+
+    `hold` reads one report: when what is left is under ``FRACTION`` of the quota, or would not cover
+    ``need`` more units, it returns the seconds one request's worth (``need``) takes to refill at the
+    quota's rate; else 0. The caller then treats it as a 429 that has not happened yet (see
+    `Throttle.throttled`): a known limit holds new sends that long, a learned rate is cut. ``limit`` is the
+    quota per minute in the report's units; when unknown, the most ever reported stands for it (a fresh
+    quota reports all of it). A negative report (some gateways send -1) means "not known" and is ignored.
+
+    Example:
+        >>> h = Headroom(limit=600)  # 600 requests a minute: one refills in 0.1 s
+        >>> h.hold(300, need=1), h.hold(20, need=1)
+        (0.0, 0.1)
+    """
+
+    FRACTION = 0.1
+
+    def __init__(self, limit: float | None = None) -> None:
+        self.limit = limit
+        self._most = 0.0
+        self._lock = threading.Lock()
+
+    def hold(self, remaining: float, *, need: float) -> float:
+        """Seconds to hold new sends after a report of ``remaining`` units left (0: carry on)."""
+        if not remaining >= 0 or math.isinf(remaining):
+            return 0.0
+        with self._lock:
+            self._most = max(self._most, remaining)
+            limit = self.limit or self._most
+        if limit <= 0 or remaining >= max(need, self.FRACTION * limit):
+            return 0.0
+        return need / (limit / 60.0)
 
 
 _FATAL = (AuthenticationError, NotFoundError)

@@ -21,6 +21,7 @@ from azvision import (  # noqa: E402
     ServiceError,
     create_classifier,
 )
+from azvision._retry import Pacer, Throttle, VirtualClock  # noqa: E402
 from azvision.backends._aoai_answer import (  # noqa: E402
     CONFIDENCE_FROM_LOGPROBS,
     CONFIDENCE_WITHOUT_LOGPROBS,
@@ -231,3 +232,54 @@ def test_examples_may_be_a_labelled_folder(tmp_path: Any) -> None:
     assert backend(examples=tmp_path).prompt.example_count == 2
     with pytest.raises(ConfigurationError, match="not a folder"):
         backend(examples=str(tmp_path / "missing"))
+
+
+# -- x-ratelimit-remaining-*: slowing down before the 429 -----------------------------------------------
+def answering(clf: AzureOpenAIBackend, *reports: dict[str, str]) -> VirtualClock:
+    """Serve ``clf`` one completion per report (its x-ratelimit headers); waits run in virtual time."""
+    replies = iter(reports)
+
+    def handler(request: Any) -> Any:
+        return httpx2.Response(200, json=completion('{"label": "cat"}', None), headers=next(replies))
+
+    clf._client = openai.OpenAI(
+        base_url=ENDPOINT + "/openai/v1/",
+        api_key="x",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    clock = VirtualClock()
+    clf._clock, clf._sleep = clock.now, clock.sleep
+    clf._throttle = Throttle(clf._throttle.max_rps, clock=clock.now)
+    clf._cost_pacers = [Pacer(pacer.rate, clock=clock.now) for pacer in clf._cost_pacers]
+    return clock
+
+
+def test_a_nearly_spent_known_quota_holds_the_next_request() -> None:
+    clf = backend(max_rpm=600, max_tpm=60_000)
+    clock = answering(clf, {"x-ratelimit-remaining-tokens": "40000"}, {"x-ratelimit-remaining-tokens": "900"})
+    png = make_png()
+    assert clf.classify(png).label == "cat"
+    assert clf._throttle.gate_until < clock.now()  # plenty left: nothing held
+    clf.classify(png)
+    image = clf._load(png)
+    # 900 of 60,000 left: new sends wait while one request's tokens refill at 1,000 a second
+    hold = clf._request_cost(image) / 1000
+    assert clf._throttle.gate_until == pytest.approx(clock.now() + hold)
+    assert clf._state(image, None).send_wait() == pytest.approx(hold)
+
+
+def test_a_nearly_spent_unknown_quota_starts_the_learned_rate_without_a_429() -> None:
+    clf = backend()
+    answering(
+        clf,
+        {"x-ratelimit-remaining-requests": "300"},
+        {"x-ratelimit-remaining-requests": "-1"},  # a gateway that does not know: ignored
+        {"x-ratelimit-remaining-requests": "120"},
+        {"x-ratelimit-remaining-requests": "20"},  # under a tenth of the most seen
+    )
+    for _ in range(3):
+        clf.classify(make_png())
+    assert clf._throttle.learned_rps is None
+    clf.classify(make_png())
+    assert clf._throttle.learned_rps is not None
