@@ -154,3 +154,17 @@ def test_event_loops_in_turn_share_one_async_client_slot(emu: Emulator, shape_da
     assert clf._aclient.loop is None
     with pytest.raises(RuntimeError, match="closed"):
         clf.classify(images[0])
+
+
+def test_examples_beyond_the_request_limit_are_chosen_and_noted(
+    emu: Emulator, shape_dataset: ShapeDataset
+) -> None:
+    with make(emu, shape_dataset, examples=examples(shape_dataset, per_label=5)) as clf:
+        prediction = clf.classify(shape_dataset.test["stripes"][0])
+    assert clf.prompt.example_count == 9
+    assert prediction.notes[0].startswith("confidence:")
+    assert any(
+        note.startswith("few-shot: 9 of 15 examples sent (circle 3, stripes 3, checker 3)")
+        for note in prediction.notes
+    )
+    assert prediction.usage is not None and prediction.usage["prompt_tokens"] > 10 * 85

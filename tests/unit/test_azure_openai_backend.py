@@ -78,13 +78,35 @@ def test_missing_settings_name_argument_and_variable() -> None:
 
 
 def test_examples_are_checked_before_any_call() -> None:
-    nine = {"cat": [make_png()] * 5, "dog": [make_png()] * 5}
-    with pytest.raises(ConfigurationError, match="10 images"):
-        backend(examples=nine)
     with pytest.raises(ConfigurationError, match="'bird'"):
         backend(examples={"bird": [make_png()]})
     with pytest.raises(InvalidImageError):
         backend(examples={"cat": [b"not an image"]})
+
+
+def test_more_than_nine_examples_are_chosen_in_turn_per_label_and_noted() -> None:
+    def shade(label: str, i: int) -> bytes:
+        return make_png((16, 16), (i * 20, 0, 0) if label == "cat" else (0, i * 20, 0))
+
+    given = {"cat": [shade("cat", i) for i in range(7)], "dog": [shade("dog", i) for i in range(3)]}
+    labels = ["cat", "dog", "bird"]
+    clf = backend(labels=labels, examples={**given, "bird": [make_png((16, 16), (0, 0, 200))]})
+    assert clf.prompt.example_count == 9  # 11 given: 9 fit beside the image to classify
+    request = clf._request(clf._load(make_png()))
+    content = request["messages"][1]["content"]
+    images = [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
+    assert len(images) == 10
+    texts = [part["text"] for part in content if part["type"] == "text"]
+    assert texts.count('Example of "cat":') == 5 and texts.count('Example of "dog":') == 3
+    assert texts.count('Example of "bird":') == 1
+    again = backend(labels=labels, examples={**given, "bird": [make_png((16, 16), (0, 0, 200))]})
+    assert again._request(again._load(make_png()))["messages"] == request["messages"]  # deterministic
+    assert clf.prompt.note == (
+        "few-shot: 9 of 11 examples sent (cat 5, dog 3, bird 1): a request holds at most 10 images, "
+        "the one to classify included; the labels take turns, first examples first"
+    )
+    nine = backend(examples={"cat": [make_png()] * 5, "dog": [make_png()] * 4})
+    assert nine.prompt.example_count == 9 and nine.prompt.note is None
 
 
 def test_request_cost_counts_images_text_and_the_completion_budget() -> None:

@@ -137,6 +137,7 @@ class AzureOpenAIBackend(BaseBackend):
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
         if max_tpm is not None:  # each request spends its estimated tokens of the per-minute budget
             self._cost_pacers.append(Pacer(max_tpm / 60.0, clock=self._clock))
+        self._notes = (self.prompt.note,) if self.prompt.note else ()
         self._headroom = {"requests": Headroom(max_rpm), "tokens": Headroom(max_tpm)}
         self._client = self._new_client(asynchronous=False)
         self._aclient: LoopClient[Any] = LoopClient(
@@ -255,7 +256,9 @@ class AzureOpenAIBackend(BaseBackend):
                 source=image.source,
             ) from exc
         self._observe(raw.headers, lambda: self._cost(image, request["messages"]), sent_at)
-        return parse_completion(body, labels=self.labels, multilabel=self.multilabel, backend=self.name)
+        return parse_completion(
+            body, labels=self.labels, multilabel=self.multilabel, backend=self.name, notes=self._notes
+        )
 
     def _observe(self, headers: Any, need_tokens: Callable[[], float], sent_at: float) -> None:
         """Slow down before the 429 when the deployment says a quota is nearly spent (``x-ratelimit-*``)."""
