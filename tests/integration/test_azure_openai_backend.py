@@ -168,3 +168,55 @@ def test_examples_beyond_the_request_limit_are_chosen_and_noted(
         for note in prediction.notes
     )
     assert prediction.usage is not None and prediction.usage["prompt_tokens"] > 10 * 85
+
+
+# -- max_rpm / max_tpm against the emulated deployment's quotas ------------------------------------------
+def chat_counts(emu: Emulator) -> dict[str, int]:
+    return next(v for k, v in emu.stats().items() if "chat/completions" in k)
+
+
+def test_max_tpm_keeps_a_small_token_quota(shape_dataset: ShapeDataset) -> None:
+    images = [image for label in LABELS for image in shape_dataset.test[label][:3]]
+    with Emulator(openai_tpm=30_000) as emu:  # 500 tokens a second: about 2 zero-shot requests
+        with make(emu, shape_dataset, examples=None, max_tpm=30_000, concurrency=4) as clf:
+            outcomes = list(clf.classify_many(images))
+        counts = chat_counts(emu)
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    assert counts.get("200") == len(images) and "429" not in counts
+
+
+async def test_both_quotas_on_the_async_path(shape_dataset: ShapeDataset) -> None:
+    images = shape_dataset.test["checker"][:6]
+    with Emulator(openai_rpm=120, openai_tpm=60_000) as emu:  # 2 requests a second bind
+        clf = make(emu, shape_dataset, examples=None, max_rpm=120, max_tpm=60_000, concurrency=4)
+        outcomes = [outcome async for outcome in clf.aclassify_many(images)]
+        await clf.aclose()
+        counts = chat_counts(emu)
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    assert counts.get("200") == len(images) and "429" not in counts
+
+
+def drain(emu: Emulator, request: dict[str, Any]) -> int:
+    """Spend the deployment's budget from another client, as a neighbour sharing it would; 429s seen."""
+    import openai
+
+    with openai.OpenAI(base_url=f"{emu.endpoint}/openai/v1/", api_key=emu.openai_key, max_retries=0) as other:
+        for sent in range(100):
+            try:
+                other.chat.completions.create(**request)
+            except openai.RateLimitError:
+                return sent
+    return 0
+
+
+def test_a_quota_drained_by_another_client_surfaces_no_429(shape_dataset: ShapeDataset) -> None:
+    image = shape_dataset.test["circle"][0]
+    with (
+        Emulator(openai_tpm=30_000) as emu,
+        make(emu, shape_dataset, examples=None, max_tpm=30_000, concurrency=4) as clf,
+    ):
+        assert drain(emu, clf._request(clf._load(image))) > 0
+        outcomes = list(clf.classify_many(shape_dataset.test["stripes"][:5]))
+        held = clf._throttle.gate_until
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    assert held > 0  # the batch waited, on a 429's retry-after-ms or on x-ratelimit-remaining-tokens
