@@ -272,7 +272,7 @@ class RemoteEmulator:
     def __init__(self, options: list[str]) -> None:
         self._command = [sys.executable, "-m", "azvision", "emulator", *options]
         self._process: subprocess.Popen[str] | None = None
-        self.endpoint = self.prediction_key = self.vision_key = self.training_key = ""
+        self.endpoint = self.prediction_key = self.vision_key = self.training_key = self.openai_key = ""
 
     def __enter__(self) -> RemoteEmulator:
         self._process = subprocess.Popen(
@@ -288,6 +288,7 @@ class RemoteEmulator:
         self.prediction_key = info["prediction_key"]
         self.vision_key = info["vision_key"]
         self.training_key = info["training_key"]
+        self.openai_key = info.get("openai_key", "")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -146,16 +146,23 @@ class Throttle:
 class Headroom:
     """What is left of one quota, as the service's answers report it (``x-ratelimit-remaining-tokens``).
 
-    `hold` reads one report: when what is left is under ``FRACTION`` of the quota, or would not cover
-    ``need`` more units, it returns the seconds one request's worth (``need``) takes to refill at the
-    quota's rate; else 0. The caller then treats it as a 429 that has not happened yet (see
-    `Throttle.throttled`): a known limit holds new sends that long, a learned rate is cut. ``limit`` is the
-    quota per minute in the report's units; when unknown, the most ever reported stands for it (a fresh
-    quota reports all of it). A negative report (some gateways send -1) means "not known" and is ignored.
+    `hold` reads one report and says how long to hold new sends, treating it as a 429 that has not
+    happened yet (see `Throttle.throttled`):
+
+    * a **known** quota (``limit``, per minute, in the report's units) is already kept by the client's own
+      pacer, so only a report that would not cover ``need`` more units holds, until the rest refills;
+      it means someone else spends the quota too;
+    * an **unknown** one is a congestion signal for the learned rate once under ``FRACTION`` of the most
+      ever reported (a fresh quota reports all of it), as ECN marks a packet before the queue overflows.
+
+    A negative report (some gateways send -1) means "not known" and is ignored.
 
     Example:
-        >>> h = Headroom(limit=600)  # 600 requests a minute: one refills in 0.1 s
-        >>> h.hold(300, need=1), h.hold(20, need=1)
+        >>> known = Headroom(limit=600)  # 600 requests a minute: one refills in 0.1 s
+        >>> known.hold(30, need=1), known.hold(0, need=1)
+        (0.0, 0.1)
+        >>> learning = Headroom()
+        >>> learning.hold(600, need=1), learning.hold(30, need=1)
         (0.0, 0.1)
     """
 
@@ -170,12 +177,13 @@ class Headroom:
         """Seconds to hold new sends after a report of ``remaining`` units left (0: carry on)."""
         if not remaining >= 0 or math.isinf(remaining):
             return 0.0
+        if self.limit is not None:
+            return 0.0 if remaining >= need else (need - remaining) / (self.limit / 60.0)
         with self._lock:
-            self._most = max(self._most, remaining)
-            limit = self.limit or self._most
-        if limit <= 0 or remaining >= max(need, self.FRACTION * limit):
+            self._most = most = max(self._most, remaining)
+        if most <= 0 or remaining >= self.FRACTION * most:
             return 0.0
-        return need / (limit / 60.0)
+        return need / (most / 60.0)
 
 
 _FATAL = (AuthenticationError, NotFoundError)

@@ -270,7 +270,8 @@ class AzureOpenAIBackend(BaseBackend):
                 hold = max(hold, self._headroom[headroom].hold(value, need=need))
         if hold > 0:
             # What a 429 would do, one request early: a known limit waits, a learned rate is cut.
-            self._throttle.throttled(hold, sent_at=sent_at, learn=self._throttle.max_rps is None)
+            unknown = self.max_rpm is None and self.max_tpm is None
+            self._throttle.throttled(hold, sent_at=sent_at, learn=unknown)
 
     # -- the async client: connections belong to the event loop that opened them ----------------
     def _close_clients(self) -> None:
