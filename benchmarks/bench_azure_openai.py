@@ -29,7 +29,6 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,16 @@ import openai
 from azvision import AzureOpenAIBackend, AzVisionError, Prediction, RateLimitError
 from azvision.evaluation import evaluate
 
-from ._common import Lab, RemoteEmulator, Result, bench_image, counts_since, request_total, wall_clock
+from ._common import (
+    Lab,
+    RemoteEmulator,
+    Result,
+    alternate,
+    bench_image,
+    counts_since,
+    request_total,
+    wall_clock,
+)
 
 try:  # the generator of the demo's images (made public as azvision.synthetic)
     from azvision.synthetic import make_dataset  # type: ignore[import-not-found,unused-ignore]
@@ -160,29 +168,6 @@ def _quota_rows(lab: Lab) -> list[Result]:
     ]
 
 
-def _alternate(
-    sides: dict[str, Callable[[bytes], Any]], images: list[bytes]
-) -> tuple[dict[str, float], float]:
-    """Seconds per call of each side, and the median over rounds of azvision's / the official client's."""
-    for call in sides.values():
-        for data in images[:WARM_UP]:
-            call(data)
-    totals = dict.fromkeys(sides, 0.0)
-    ratios = []
-    per_round = -(-len(images) // ROUNDS)
-    for r in range(ROUNDS):
-        chunk = images[r * per_round : (r + 1) * per_round]
-        spent = {}
-        for name in list(sides) if r % 2 == 0 else list(reversed(sides)):
-            started = time.perf_counter()
-            for data in chunk:
-                sides[name](data)
-            spent[name] = time.perf_counter() - started
-            totals[name] += spent[name]
-        ratios.append(spent["azvision"] / spent["official"])
-    return {name: total / len(images) for name, total in totals.items()}, statistics.median(ratios)
-
-
 def _overhead_row(lab: Lab) -> Result:
     images = [bench_image(i) for i in range(lab.settings.scale(300, 100))]
     with _emulator(lab) as emu, _backend(emu) as clf:
@@ -211,7 +196,8 @@ def _overhead_row(lab: Lab) -> Result:
             label: str = json.loads(completion.choices[0].message.content or "{}")["label"]
             return label
 
-        per_call, ratio = _alternate({"official": official, "azvision": clf.classify}, images)
+        sides = {"official": official, "azvision": clf.classify}
+        per_call, ratio = alternate(sides, images, ROUNDS, warm_up=WARM_UP)
         client.close()
     return Result(
         "azure_openai: overhead, azvision / openai client per call",

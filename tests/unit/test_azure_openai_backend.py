@@ -309,3 +309,18 @@ def test_a_nearly_spent_unknown_quota_starts_the_learned_rate_without_a_429() ->
     assert clf._throttle.learned_rps is None
     clf.classify(make_png())
     assert clf._throttle.learned_rps is not None
+
+
+def test_a_200_that_is_not_json_is_a_typed_error() -> None:
+    clf = backend()
+    clf._client = openai.OpenAI(
+        base_url=ENDPOINT + "/openai/v1/",
+        api_key="x",
+        max_retries=0,
+        http_client=httpx2.Client(
+            transport=httpx2.MockTransport(lambda request: httpx2.Response(200, text="<html>proxy</html>"))
+        ),
+    )
+    with pytest.raises(ServiceError) as caught:
+        clf.classify(make_png())
+    assert caught.value.code == "invalid_answer" and "not JSON" in caught.value.message
