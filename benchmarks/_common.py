@@ -26,12 +26,13 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -272,7 +273,7 @@ class RemoteEmulator:
     def __init__(self, options: list[str]) -> None:
         self._command = [sys.executable, "-m", "azvision", "emulator", *options]
         self._process: subprocess.Popen[str] | None = None
-        self.endpoint = self.prediction_key = self.vision_key = self.training_key = ""
+        self.endpoint = self.prediction_key = self.vision_key = self.training_key = self.openai_key = ""
 
     def __enter__(self) -> RemoteEmulator:
         self._process = subprocess.Popen(
@@ -288,6 +289,7 @@ class RemoteEmulator:
         self.prediction_key = info["prediction_key"]
         self.vision_key = info["vision_key"]
         self.training_key = info["training_key"]
+        self.openai_key = info.get("openai_key", "")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -337,6 +339,36 @@ def request_total(stats: dict[str, dict[str, int]], fragment: str = "/prediction
 def counts_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """``after - before`` per status, dropping zeros."""
     return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+def alternate(
+    sides: dict[str, Callable[[bytes], Any]], images: list[bytes], rounds: int, *, warm_up: int = 5
+) -> tuple[dict[str, float], float]:
+    """Seconds per call of each side (``"official"``, ``"azvision"``) over ``images``, in alternating rounds.
+
+    Also returns the median over rounds of azvision's time / the official client's time: a round's two
+    halves run back to back (which goes first alternates too), so a burst of load elsewhere on the machine
+    skews one round, not the figure.
+    """
+    for call in sides.values():
+        for data in images[:warm_up]:
+            call(data)
+    totals = dict.fromkeys(sides, 0.0)
+    ratios = []
+    per_round = -(-len(images) // rounds)
+    for r in range(rounds):
+        chunk = images[r * per_round : (r + 1) * per_round]
+        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        spent = {}
+        for name in order:
+            call = sides[name]
+            started = time.perf_counter()
+            for data in chunk:
+                call(data)
+            spent[name] = time.perf_counter() - started
+            totals[name] += spent[name]
+        ratios.append(spent["azvision"] / spent["official"])
+    return {name: total / len(images) for name, total in totals.items()}, statistics.median(ratios)
 
 
 @contextlib.contextmanager

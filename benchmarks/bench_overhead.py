@@ -10,8 +10,6 @@ time per call.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,40 +21,11 @@ from msrest.authentication import ApiKeyCredentials
 
 from azvision import CustomVisionBackend, ImageAnalysisBackend
 
-from ._common import Lab, Result, bench_image
+from ._common import Lab, Result, alternate, bench_image
 
 NAME = "overhead"
 ROUNDS = 25
 WARM_UP = 5
-
-
-def _alternate(
-    sides: dict[str, Callable[[bytes], Any]], images: list[bytes], rounds: int
-) -> tuple[dict[str, float], float]:
-    """Seconds per call of each side over ``len(images)`` calls, in alternating rounds.
-
-    Also returns the median over rounds of azvision's time / the official client's time: a round's two
-    halves run back to back, so a burst of load elsewhere on the machine skews one round, not the figure.
-    """
-    for call in sides.values():
-        for data in images[:WARM_UP]:
-            call(data)
-    totals = dict.fromkeys(sides, 0.0)
-    ratios = []
-    per_round = -(-len(images) // rounds)
-    for r in range(rounds):
-        chunk = images[r * per_round : (r + 1) * per_round]
-        order = list(sides) if r % 2 == 0 else list(reversed(sides))
-        spent = {}
-        for name in order:
-            call = sides[name]
-            started = time.perf_counter()
-            for data in chunk:
-                call(data)
-            spent[name] = time.perf_counter() - started
-            totals[name] += spent[name]
-        ratios.append(spent["azvision"] / spent["official"])
-    return {name: total / len(images) for name, total in totals.items()}, statistics.median(ratios)
 
 
 def run(lab: Lab) -> list[Result]:
@@ -89,7 +58,7 @@ def run(lab: Lab) -> list[Result]:
                 },
             }
             for service, sides in comparisons.items():
-                per_call, ratio = _alternate(sides, images, ROUNDS)
+                per_call, ratio = alternate(sides, images, ROUNDS, warm_up=WARM_UP)
                 results.append(
                     Result(
                         f"overhead {service}: azvision / official per call",

@@ -1,5 +1,6 @@
 """Pacing shared by the retry driver: a rate ``Pacer``, one client's ``Throttle`` (cool-down and the AIMD
-learned rate) and the batch ``Breaker``. Timing decisions only, from an injectable clock; no I/O.
+learned rate), the ``Headroom`` a service reports before it throttles, and the batch ``Breaker``. Timing
+decisions only, from an injectable clock; no I/O.
 
 Example:
     >>> p = Pacer(10, clock=lambda: 0.0)
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 from ._errors import AuthenticationError, AzVisionError, BackendConnectionError, NotFoundError
 
-__all__ = ["Breaker", "Clock", "Pacer", "Throttle"]
+__all__ = ["Breaker", "Clock", "Headroom", "Pacer", "Throttle"]
 
 Clock = Callable[[], float]
 
@@ -140,6 +141,49 @@ class Throttle:
         if own is not None:
             return [own]
         return [self.learned] if self.learned is not None else []
+
+
+class Headroom:
+    """What is left of one quota, as the service's answers report it (``x-ratelimit-remaining-tokens``).
+
+    `hold` reads one report and says how long to hold new sends, treating it as a 429 that has not
+    happened yet (see `Throttle.throttled`):
+
+    * a **known** quota (``limit``, per minute, in the report's units) is already kept by the client's own
+      pacer, so only a report that would not cover ``need`` more units holds, until the rest refills;
+      it means someone else spends the quota too;
+    * an **unknown** one is a congestion signal for the learned rate once under ``FRACTION`` of the most
+      ever reported (a fresh quota reports all of it), as ECN marks a packet before the queue overflows.
+
+    A negative report (some gateways send -1) means "not known" and is ignored.
+
+    Example:
+        >>> known = Headroom(limit=600)  # 600 requests a minute: one refills in 0.1 s
+        >>> known.hold(30, need=1), known.hold(0, need=1)
+        (0.0, 0.1)
+        >>> learning = Headroom()
+        >>> learning.hold(600, need=1), learning.hold(30, need=1)
+        (0.0, 0.1)
+    """
+
+    FRACTION = 0.1
+
+    def __init__(self, limit: float | None = None) -> None:
+        self.limit = limit
+        self._most = 0.0
+        self._lock = threading.Lock()
+
+    def hold(self, remaining: float, *, need: float) -> float:
+        """Seconds to hold new sends after a report of ``remaining`` units left (0: carry on)."""
+        if not remaining >= 0 or math.isinf(remaining):
+            return 0.0
+        if self.limit is not None:
+            return 0.0 if remaining >= need else (need - remaining) / (self.limit / 60.0)
+        with self._lock:
+            self._most = most = max(self._most, remaining)
+        if most <= 0 or remaining >= self.FRACTION * most:
+            return 0.0
+        return need / (most / 60.0)
 
 
 _FATAL = (AuthenticationError, NotFoundError)

@@ -15,6 +15,9 @@ How each backend is billed:
   or idle. The cost per 1,000 images therefore depends on throughput: ``hourly price / images per hour``,
   for an instance kept busy (assumed instance type: :data:`DEFAULT_AML_INSTANCE`, one instance).
 * ONNX (local): no charge from Azure (your own hardware).
+* Azure OpenAI: per token, input (prompt, images included) and output (completion) at their own prices per
+  model; the cost per 1,000 images comes from the token usage *measured* on a run (`TokenTally`), since
+  it depends on the prompt, the examples and the image detail. Global Standard deployments assumed.
 
 Example:
     >>> cost_per_1000_images("custom_vision")
@@ -25,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,6 +36,7 @@ __all__ = [
     "DEFAULT_AML_INSTANCE",
     "PRICES",
     "Price",
+    "TokenTally",
     "cost_per_1000_images",
     "describe_basis",
 ]
@@ -39,6 +44,15 @@ __all__ = [
 _CUSTOM_VISION_PAGE = "https://azure.microsoft.com/pricing/details/cognitive-services/custom-vision-service/"
 _VISION_PAGE = "https://azure.microsoft.com/pricing/details/cognitive-services/computer-vision/"
 _VM_PAGE = "https://azure.microsoft.com/pricing/details/virtual-machines/linux/"
+_OPENAI_PAGE = "https://azure.microsoft.com/pricing/details/cognitive-services/openai-service/"
+#: Azure OpenAI model families with a list price: (family, USD per 1M input tokens, per 1M output tokens).
+_OPENAI_MODELS = (
+    ("gpt-4o", 2.50, 10.00),
+    ("gpt-4o-mini", 0.15, 0.60),
+    ("gpt-4.1", 2.00, 8.00),
+    ("gpt-4.1-mini", 0.40, 1.60),
+    ("gpt-4.1-nano", 0.10, 0.40),
+)
 
 #: The instance type assumed for Azure ML endpoint costs (the one Microsoft's deployment samples use).
 DEFAULT_AML_INSTANCE = "Standard_DS3_v2"
@@ -138,7 +152,73 @@ PRICES: dict[str, Price] = _table(
         "Azure ML adds no surcharge on managed online endpoints; you pay the VM hours",
     ),
     Price("onnx.local", "ONNX export run locally", 0.0, "1,000 images", "", "", "your own hardware"),
+    *(
+        Price(
+            f"azure_openai.{family}.{side}",
+            f"Azure OpenAI {family}, {side} tokens",
+            usd,
+            f"1M {side} tokens",
+            _OPENAI_PAGE,
+            "2025",
+            "Global Standard deployment; images count as input tokens",
+        )
+        for family, usd_in, usd_out in _OPENAI_MODELS
+        for side, usd in (("input", usd_in), ("output", usd_out))
+    ),
 )
+
+
+def _openai_family(model: str | None) -> str | None:
+    """The priced family of a model name as the service reports it (``gpt-4o-2024-11-20`` → ``gpt-4o``)."""
+    if not model:
+        return None
+    name = model.lower()
+    matches = [family for family, _, _ in _OPENAI_MODELS if name == family or name.startswith(family + "-")]
+    return max(matches, key=len) if matches else None
+
+
+class TokenTally:
+    """The token usage of a run's answers (``Prediction.usage``), for a token-billed backend's cost.
+
+    Example:
+        >>> from azvision import Prediction
+        >>> tally = TokenTally()
+        >>> tally.add(Prediction(labels=(), backend="azure_openai", model="gpt-4o-2024-11-20",
+        ...                      usage={"prompt_tokens": 400, "completion_tokens": 10}))
+        >>> tally.per_image(), round(cost_per_1000_images("azure_openai", tokens=tally), 4)
+        ((400.0, 10.0), 1.1)
+    """
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._models: Counter[str] = Counter()
+
+    def add(self, outcome: object) -> None:
+        """Count one outcome: a prediction with ``usage`` adds its tokens; anything else is ignored."""
+        usage = getattr(outcome, "usage", None)
+        if not usage:
+            return
+        self.images += 1
+        self.prompt_tokens += int(usage.get("prompt_tokens", 0))
+        self.completion_tokens += int(usage.get("completion_tokens", 0))
+        model = getattr(outcome, "model", None)
+        if model:
+            self._models[str(model)] += 1
+
+    @property
+    def model(self) -> str | None:
+        """The model that answered most of the counted images."""
+        common = self._models.most_common(1)
+        return common[0][0] if common else None
+
+    def per_image(self) -> tuple[float, float] | None:
+        """Mean (prompt, completion) tokens per counted image; ``None`` before any."""
+        if not self.images:
+            return None
+        return self.prompt_tokens / self.images, self.completion_tokens / self.images
+
 
 _IMAGE_ANALYSIS_FEATURES = ("tags", "objects", "caption")
 
@@ -150,13 +230,15 @@ def cost_per_1000_images(
     features: Iterable[str] = (),
     images_per_second: float | None = None,
     instance_type: str = DEFAULT_AML_INSTANCE,
+    tokens: TokenTally | None = None,
 ) -> float | None:
     """List-price cost in USD of classifying 1,000 images one request each; ``None`` when unknown.
 
     ``backend`` is a registry name. Image Analysis: ``mode`` (``"tags"``, ``"objects"``,
     ``"categories"``) plus any extra ``features`` requested on the same call, each billed. Azure ML:
     needs the measured ``images_per_second`` of one busy ``instance_type`` instance (``None`` without it,
-    or for an instance type not in :data:`PRICES`).
+    or for an instance type not in `PRICES`). Azure OpenAI: needs the ``tokens`` a run used (``None``
+    without them, or for a model not in `PRICES`).
 
     Example:
         >>> cost_per_1000_images("image_analysis", mode="tags", features=("caption",))
@@ -181,10 +263,29 @@ def cost_per_1000_images(
         if price is None or not images_per_second or images_per_second <= 0:
             return None
         return price.usd / (images_per_second * 3600.0) * 1000.0
+    if backend == "azure_openai":
+        return _openai_cost(tokens)
     return None
 
 
-def describe_basis(backend: str, *, mode: str = "tags", images_per_second: float | None = None) -> str:
+def _openai_cost(tokens: TokenTally | None) -> float | None:
+    family = _openai_family(tokens.model if tokens is not None else None)
+    per_image = tokens.per_image() if tokens is not None else None
+    if family is None or per_image is None:
+        return None
+    prompt, completion = per_image
+    usd_in = PRICES[f"azure_openai.{family}.input"].usd
+    usd_out = PRICES[f"azure_openai.{family}.output"].usd
+    return (prompt * usd_in + completion * usd_out) / 1000.0
+
+
+def describe_basis(
+    backend: str,
+    *,
+    mode: str = "tags",
+    images_per_second: float | None = None,
+    tokens: TokenTally | None = None,
+) -> str:
     """One line saying what a cost figure is based on (for table footnotes).
 
     Example:
@@ -195,6 +296,8 @@ def describe_basis(backend: str, *, mode: str = "tags", images_per_second: float
         price = PRICES[f"azure_ml.{DEFAULT_AML_INSTANCE}"]
         rate = f" at {images_per_second:.1f} images/s measured here" if images_per_second else ""
         return f"{price.item}: ${price.usd:.3f} per {price.unit}{rate} (list price, {price.as_of})"
+    if backend == "azure_openai":
+        return _openai_basis(tokens)
     key = {
         "custom_vision": "custom_vision.prediction",
         "onnx": "onnx.local",
@@ -206,3 +309,20 @@ def describe_basis(backend: str, *, mode: str = "tags", images_per_second: float
     if not price.source:
         return f"{price.item}: no Azure charge ({price.note})"
     return f"{price.item}: ${price.usd:.2f} per {price.unit} (list price, {price.as_of})"
+
+
+def _openai_basis(tokens: TokenTally | None) -> str:
+    model = tokens.model if tokens is not None else None
+    family = _openai_family(model)
+    per_image = tokens.per_image() if tokens is not None else None
+    if per_image is None:
+        return "Azure OpenAI: billed per token; no token usage was measured"
+    if family is None:
+        return f"Azure OpenAI {model}: no list price known for this model"
+    usd_in = PRICES[f"azure_openai.{family}.input"]
+    usd_out = PRICES[f"azure_openai.{family}.output"].usd
+    prompt, completion = per_image
+    return (
+        f"Azure OpenAI {family} (Global Standard): ${usd_in.usd:.2f} / ${usd_out:.2f} per 1M input / output "
+        f"tokens x {prompt:.0f} + {completion:.0f} tokens an image measured here (list price, {usd_in.as_of})"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -133,3 +134,89 @@ def test_service_errors_are_typed_and_keep_the_key_secret(emu: Emulator, shape_d
     with make(emu, shape_dataset, key=wrong) as clf, pytest.raises(AuthenticationError) as denied:
         clf.classify(image)
     assert wrong not in str(denied.value) and wrong not in repr(denied.value) and wrong not in repr(clf)
+
+
+def test_event_loops_in_turn_share_one_async_client_slot(emu: Emulator, shape_dataset: ShapeDataset) -> None:
+    images = shape_dataset.test["circle"][:2]
+    clf = make(emu, shape_dataset, examples=None)
+
+    async def classify_both() -> tuple[list[str | None], object]:
+        answers = [(await clf.aclassify(image)).label for image in images]
+        batch = [o async for o in clf.aclassify_many(images)]
+        assert all(isinstance(outcome, Prediction) for outcome in batch)
+        return answers, clf._aclient.get()
+
+    first, first_client = asyncio.run(classify_both())
+    second, second_client = asyncio.run(classify_both())  # a new loop: the closed one's client is dropped
+    assert first == second and all(label in LABELS for label in first)
+    assert second_client is not first_client and clf._aclient.loop is not None
+    asyncio.run(clf.aclose())
+    assert clf._aclient.loop is None
+    with pytest.raises(RuntimeError, match="closed"):
+        clf.classify(images[0])
+
+
+def test_examples_beyond_the_request_limit_are_chosen_and_noted(
+    emu: Emulator, shape_dataset: ShapeDataset
+) -> None:
+    with make(emu, shape_dataset, examples=examples(shape_dataset, per_label=5)) as clf:
+        prediction = clf.classify(shape_dataset.test["stripes"][0])
+    assert clf.prompt.example_count == 9
+    assert prediction.notes[0].startswith("confidence:")
+    assert any(
+        note.startswith("few-shot: 9 of 15 examples sent (circle 3, stripes 3, checker 3)")
+        for note in prediction.notes
+    )
+    assert prediction.usage is not None and prediction.usage["prompt_tokens"] > 10 * 85
+
+
+# -- max_rpm / max_tpm against the emulated deployment's quotas ------------------------------------------
+def chat_counts(emu: Emulator) -> dict[str, int]:
+    return next(v for k, v in emu.stats().items() if "chat/completions" in k)
+
+
+def test_max_tpm_keeps_a_small_token_quota(shape_dataset: ShapeDataset) -> None:
+    images = [image for label in LABELS for image in shape_dataset.test[label][:3]]
+    with Emulator(openai_tpm=30_000) as emu:  # 500 tokens a second: about 2 zero-shot requests
+        with make(emu, shape_dataset, examples=None, max_tpm=30_000, concurrency=4) as clf:
+            outcomes = list(clf.classify_many(images))
+        counts = chat_counts(emu)
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    assert counts.get("200") == len(images) and "429" not in counts
+
+
+async def test_both_quotas_on_the_async_path(shape_dataset: ShapeDataset) -> None:
+    images = shape_dataset.test["checker"][:6]
+    with Emulator(openai_rpm=120, openai_tpm=60_000) as emu:  # 2 requests a second bind
+        clf = make(emu, shape_dataset, examples=None, max_rpm=120, max_tpm=60_000, concurrency=4)
+        outcomes = [outcome async for outcome in clf.aclassify_many(images)]
+        await clf.aclose()
+        counts = chat_counts(emu)
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    assert counts.get("200") == len(images) and "429" not in counts
+
+
+def drain(emu: Emulator, request: dict[str, Any]) -> int:
+    """Spend the deployment's budget from another client, as a neighbour sharing it would; 429s seen."""
+    import openai
+
+    with openai.OpenAI(base_url=f"{emu.endpoint}/openai/v1/", api_key=emu.openai_key, max_retries=0) as other:
+        for sent in range(100):
+            try:
+                other.chat.completions.create(**request)
+            except openai.RateLimitError:
+                return sent
+    return 0
+
+
+def test_a_quota_drained_by_another_client_surfaces_no_429(shape_dataset: ShapeDataset) -> None:
+    image = shape_dataset.test["circle"][0]
+    with (
+        Emulator(openai_tpm=30_000) as emu,
+        make(emu, shape_dataset, examples=None, max_tpm=30_000, concurrency=4) as clf,
+    ):
+        assert drain(emu, clf._request(clf._load(image))) > 0
+        outcomes = list(clf.classify_many(shape_dataset.test["stripes"][:5]))
+        held = clf._throttle.gate_until
+    assert all(isinstance(outcome, Prediction) for outcome in outcomes)
+    assert held > 0  # the batch waited, on a 429's retry-after-ms or on x-ratelimit-remaining-tokens

@@ -23,8 +23,22 @@ from azvision.cli._demo_table import DemoRow, footnotes, results_table
 pytestmark = pytest.mark.slow
 
 DEMO_TIMEOUT_S = 600  # a first run builds the inference server's environment (pip)
-ROW_IDS = ["custom_vision", "onnx", "azure_ml", "image_analysis_tags", "image_analysis_categories"]
-ROW_NAMES = ["Custom Vision", "ONNX, local", "Azure ML endpoint", "Image Analysis tags", "CV 3.2 categories"]
+ROW_IDS = [
+    "custom_vision",
+    "onnx",
+    "azure_ml",
+    "image_analysis_tags",
+    "image_analysis_categories",
+    "azure_openai",
+]
+ROW_NAMES = [
+    "Custom Vision",
+    "ONNX, local",
+    "Azure ML endpoint",
+    "Image Analysis tags",
+    "CV 3.2 categories",
+    "Azure OpenAI few-shot",
+]
 
 
 def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,7 +87,7 @@ def test_every_backend_has_its_row_in_order(summary: dict[str, Any]) -> None:
 
 def test_backends_that_know_the_labels_are_accurate_on_held_out_images(summary: dict[str, Any]) -> None:
     rows = {row["id"]: row for row in summary["rows"]}
-    for row_id in ("custom_vision", "onnx", "azure_ml"):
+    for row_id in ("custom_vision", "onnx", "azure_ml", "azure_openai"):
         assert rows[row_id]["accuracy"] >= 0.9, rows[row_id]
         assert rows[row_id]["images"] == 18 and rows[row_id]["failed"] == 0
     for row_id in ("image_analysis_tags", "image_analysis_categories"):
@@ -96,6 +110,14 @@ def test_latency_throughput_and_cost_are_measured_and_priced(summary: dict[str, 
     # compute hours spread over the measured throughput: 0.229 $/h / (images/s × 3600 s/h) × 1000
     assert aml["cost_per_1000_usd"] == pytest.approx(0.229 / (aml["images_per_second"] * 3.6), rel=0.01)
     assert "Standard_DS3_v2" in aml["cost_basis"] and "measured here" in aml["cost_basis"]
+    aoai = rows["azure_openai"]
+    # per token: about 10 images at 85 tokens plus text in, a few tokens out, at gpt-4o's list prices
+    match = re.search(r"x (\d+) \+ (\d+) tokens an image measured here", aoai["cost_basis"])
+    assert match is not None, aoai["cost_basis"]
+    prompt, completion = int(match[1]), int(match[2])
+    assert prompt > 10 * 85 and 0 < completion < 50
+    assert aoai["cost_per_1000_usd"] == pytest.approx((prompt * 2.50 + completion * 10.0) / 1000, rel=0.01)
+    assert "9 sent per request" in aoai["note"]
 
 
 def test_the_table_shows_the_same_numbers_as_the_summary(
@@ -138,7 +160,7 @@ def test_the_demo_leaves_its_data_export_and_deployment_behind(
 def test_no_key_is_printed(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     done, _ = demo_run
     # The emulator's keys look like "emu-pred-" plus 24 hex digits (random per run).
-    assert not re.search(r"emu-(train|pred|vision|aml)-[0-9a-f]{24}", done.stdout + done.stderr)
+    assert not re.search(r"emu-(train|pred|vision|aml|openai)-[0-9a-f]{24}", done.stdout + done.stderr)
 
 
 def test_without_a_package_index_the_azure_ml_row_is_skipped_and_the_rest_runs(tmp_path: Path) -> None:

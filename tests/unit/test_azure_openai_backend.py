@@ -21,6 +21,7 @@ from azvision import (  # noqa: E402
     ServiceError,
     create_classifier,
 )
+from azvision._retry import Pacer, Throttle, VirtualClock  # noqa: E402
 from azvision.backends._aoai_answer import (  # noqa: E402
     CONFIDENCE_FROM_LOGPROBS,
     CONFIDENCE_WITHOUT_LOGPROBS,
@@ -77,13 +78,35 @@ def test_missing_settings_name_argument_and_variable() -> None:
 
 
 def test_examples_are_checked_before_any_call() -> None:
-    nine = {"cat": [make_png()] * 5, "dog": [make_png()] * 5}
-    with pytest.raises(ConfigurationError, match="10 images"):
-        backend(examples=nine)
     with pytest.raises(ConfigurationError, match="'bird'"):
         backend(examples={"bird": [make_png()]})
     with pytest.raises(InvalidImageError):
         backend(examples={"cat": [b"not an image"]})
+
+
+def test_more_than_nine_examples_are_chosen_in_turn_per_label_and_noted() -> None:
+    def shade(label: str, i: int) -> bytes:
+        return make_png((16, 16), (i * 20, 0, 0) if label == "cat" else (0, i * 20, 0))
+
+    given = {"cat": [shade("cat", i) for i in range(7)], "dog": [shade("dog", i) for i in range(3)]}
+    labels = ["cat", "dog", "bird"]
+    clf = backend(labels=labels, examples={**given, "bird": [make_png((16, 16), (0, 0, 200))]})
+    assert clf.prompt.example_count == 9  # 11 given: 9 fit beside the image to classify
+    request = clf._request(clf._load(make_png()))
+    content = request["messages"][1]["content"]
+    images = [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
+    assert len(images) == 10
+    texts = [part["text"] for part in content if part["type"] == "text"]
+    assert texts.count('Example of "cat":') == 5 and texts.count('Example of "dog":') == 3
+    assert texts.count('Example of "bird":') == 1
+    again = backend(labels=labels, examples={**given, "bird": [make_png((16, 16), (0, 0, 200))]})
+    assert again._request(again._load(make_png()))["messages"] == request["messages"]  # deterministic
+    assert clf.prompt.note == (
+        "few-shot: 9 of 11 examples sent (cat 5, dog 3, bird 1): a request holds at most 10 images, "
+        "the one to classify included; the labels take turns, first examples first"
+    )
+    nine = backend(examples={"cat": [make_png()] * 5, "dog": [make_png()] * 4})
+    assert nine.prompt.example_count == 9 and nine.prompt.note is None
 
 
 def test_request_cost_counts_images_text_and_the_completion_budget() -> None:
@@ -231,3 +254,73 @@ def test_examples_may_be_a_labelled_folder(tmp_path: Any) -> None:
     assert backend(examples=tmp_path).prompt.example_count == 2
     with pytest.raises(ConfigurationError, match="not a folder"):
         backend(examples=str(tmp_path / "missing"))
+
+
+# -- x-ratelimit-remaining-*: slowing down before the 429 -----------------------------------------------
+def answering(clf: AzureOpenAIBackend, *reports: dict[str, str]) -> VirtualClock:
+    """Serve ``clf`` one completion per report (its x-ratelimit headers); waits run in virtual time."""
+    replies = iter(reports)
+
+    def handler(request: Any) -> Any:
+        return httpx2.Response(200, json=completion('{"label": "cat"}', None), headers=next(replies))
+
+    clf._client = openai.OpenAI(
+        base_url=ENDPOINT + "/openai/v1/",
+        api_key="x",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    clock = VirtualClock()
+    clf._clock, clf._sleep = clock.now, clock.sleep
+    clf._throttle = Throttle(clf._throttle.max_rps, clock=clock.now)
+    clf._cost_pacers = [Pacer(pacer.rate, clock=clock.now) for pacer in clf._cost_pacers]
+    return clock
+
+
+def test_a_known_quota_too_spent_for_the_next_request_holds_it() -> None:
+    clf = backend(max_rpm=600, max_tpm=60_000)
+    clock = answering(
+        clf,
+        {"x-ratelimit-remaining-tokens": "3000"},  # low, but the next request fits: the pacer has it
+        {"x-ratelimit-remaining-tokens": "50", "x-ratelimit-remaining-requests": "400"},
+    )
+    png = make_png()
+    assert clf.classify(png).label == "cat"
+    assert clf._throttle.gate_until < clock.now()
+    clf.classify(png)
+    image = clf._load(png)
+    # 50 tokens left, fewer than a request needs: new sends wait for the rest at 1,000 a second
+    hold = (clf._request_cost(image) - 50) / 1000
+    assert clf._throttle.gate_until == pytest.approx(clock.now() + hold)
+    assert clf._state(image, None).send_wait() >= hold
+
+
+def test_a_nearly_spent_unknown_quota_starts_the_learned_rate_without_a_429() -> None:
+    clf = backend()
+    answering(
+        clf,
+        {"x-ratelimit-remaining-requests": "300"},
+        {"x-ratelimit-remaining-requests": "-1"},  # a gateway that does not know: ignored
+        {"x-ratelimit-remaining-requests": "120"},
+        {"x-ratelimit-remaining-requests": "20"},  # under a tenth of the most seen
+    )
+    for _ in range(3):
+        clf.classify(make_png())
+    assert clf._throttle.learned_rps is None
+    clf.classify(make_png())
+    assert clf._throttle.learned_rps is not None
+
+
+def test_a_200_that_is_not_json_is_a_typed_error() -> None:
+    clf = backend()
+    clf._client = openai.OpenAI(
+        base_url=ENDPOINT + "/openai/v1/",
+        api_key="x",
+        max_retries=0,
+        http_client=httpx2.Client(
+            transport=httpx2.MockTransport(lambda request: httpx2.Response(200, text="<html>proxy</html>"))
+        ),
+    )
+    with pytest.raises(ServiceError) as caught:
+        clf.classify(make_png())
+    assert caught.value.code == "invalid_answer" and "not JSON" in caught.value.message

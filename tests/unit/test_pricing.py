@@ -71,3 +71,33 @@ def test_the_cli_docs_show_every_price_with_its_source() -> None:
             assert f"${price.usd:.2f}" in text or f"${price.usd:.3f}" in text, price.key
             assert price.source in text, price.key
     assert "recalled" in text and "not fetched" in text
+
+
+def test_azure_openai_is_priced_from_the_tokens_a_run_used() -> None:
+    from azvision import Prediction
+    from azvision._pricing import TokenTally
+
+    tally = TokenTally()
+    assert cost_per_1000_images("azure_openai") is None
+    assert cost_per_1000_images("azure_openai", tokens=tally) is None  # nothing measured yet
+    assert "no token usage" in describe_basis("azure_openai", tokens=tally)
+    for prompt in (900, 1100):
+        tally.add(
+            Prediction(
+                labels=(),
+                backend="azure_openai",
+                model="gpt-4o-mini-2024-07-18",
+                usage={"prompt_tokens": prompt, "completion_tokens": 8, "total_tokens": prompt + 8},
+            )
+        )
+    tally.add(Prediction(labels=(), backend="onnx"))  # no usage: not counted
+    assert tally.per_image() == (1000.0, 8.0)
+    expected = (1000 * PRICES["azure_openai.gpt-4o-mini.input"].usd + 8 * 0.60) / 1000
+    assert cost_per_1000_images("azure_openai", tokens=tally) == pytest.approx(expected)
+    basis = describe_basis("azure_openai", tokens=tally)
+    assert basis.startswith("Azure OpenAI gpt-4o-mini (Global Standard): $0.15 / $0.60 per 1M")
+    assert "1000 + 8 tokens an image measured here" in basis and "list price" in basis
+    unknown = TokenTally()
+    unknown.add(Prediction(labels=(), backend="azure_openai", model="o3", usage={"prompt_tokens": 5}))
+    assert cost_per_1000_images("azure_openai", tokens=unknown) is None
+    assert "no list price" in describe_basis("azure_openai", tokens=unknown)

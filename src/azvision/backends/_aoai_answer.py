@@ -106,8 +106,12 @@ def parse_completion(
     multilabel: bool,
     backend: str,
     model: str | None = None,
+    notes: Sequence[str] = (),
 ) -> Prediction:
-    """Map one chat-completions answer (its JSON) to a :class:`Prediction`, or raise :class:`ServiceError`."""
+    """Map one chat-completions answer (its JSON) to a `Prediction`, or raise `ServiceError`.
+
+    ``notes`` go after the one saying what the confidence is.
+    """
     choices = body.get("choices") or []
     if not choices:
         raise _fail("Azure OpenAI answered with no choices", "no_choices", backend)
@@ -154,7 +158,7 @@ def parse_completion(
         labels=tuple(Label(name=name, confidence=max(0.0, score)) for name, score in scores.items()),
         backend=backend,
         model=model or body.get("model"),
-        notes=(note,),
+        notes=(note, *notes),
         usage=counts or None,
         raw=dict(body),
     )

@@ -1,7 +1,8 @@
 """The chat request of the Azure OpenAI backend: instructions, in-context examples, schema, image.
 
 Built once per backend (everything but the image), checked before any call: examples must name known
-labels, be readable images, and fit with the query image in the 10-images-per-request limit.
+labels and be readable images. A request holds at most 10 images, the query image included: of more than
+9 examples, 9 are chosen, the labels taking turns, and ``Prompt.note`` says so.
 
 Example:
     >>> prompt = Prompt(("cat", "dog"), multilabel=False, instructions=None, detail="low", examples=None)
@@ -21,10 +22,12 @@ from .._errors import ConfigurationError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from ._aoai_tokens import prompt_tokens, text_tokens
 
-__all__ = ["MAX_IMAGES", "Examples", "Prompt", "image_limits"]
+__all__ = ["MAX_EXAMPLES", "MAX_IMAGES", "Examples", "Prompt", "image_limits"]
 
 #: Images Azure OpenAI takes in one chat request (the query image included).
 MAX_IMAGES = 10
+#: In-context examples that fit beside the image to classify.
+MAX_EXAMPLES = MAX_IMAGES - 1
 _FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP"})
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
 _MAX_BYTES = 20 * 1024 * 1024
@@ -75,6 +78,32 @@ def _example_items(examples: Examples) -> list[tuple[str, ImageLike]]:
     return [(label, item.path) for item in dataset_items for label in item.labels[:1]]
 
 
+def _balanced(
+    items: Sequence[tuple[str, ImageLike]], labels: Sequence[str], limit: int
+) -> tuple[list[tuple[str, ImageLike]], str]:
+    """``limit`` of ``items``, the labels taking turns (in ``labels`` order, each its first ones first).
+
+    Example:
+        >>> picked, note = _balanced([("a", 1), ("a", 2), ("a", 3), ("b", 4)], ("a", "b"), 3)
+        >>> [image for _, image in picked]
+        [1, 2, 4]
+    """
+    queues = {label: [image for lab, image in items if lab == label] for label in labels}
+    chosen: dict[str, list[ImageLike]] = {label: [] for label in labels}
+    taken = 0
+    while taken < limit and any(queues.values()):
+        for label in labels:
+            if queues[label] and taken < limit:
+                chosen[label].append(queues[label].pop(0))
+                taken += 1
+    counts = ", ".join(f"{label} {len(chosen[label])}" for label in labels)
+    note = (
+        f"few-shot: {taken} of {len(items)} examples sent ({counts}): a request holds at most "
+        f"{MAX_IMAGES} images, the one to classify included; the labels take turns, first examples first"
+    )
+    return [(label, image) for label in labels for image in chosen[label]], note
+
+
 class Prompt:
     """Everything of a request that does not depend on the image; :meth:`messages` adds the image."""
 
@@ -91,6 +120,8 @@ class Prompt:
         self.multilabel = multilabel
         self.detail = detail
         self.key = "labels" if multilabel else "label"
+        #: Says which examples were sent when more were given than fit in a request (else ``None``).
+        self.note: str | None = None
         self._examples: list[tuple[str, LoadedImage]] = []
         if examples is not None:
             items = _example_items(examples)
@@ -99,11 +130,8 @@ class Prompt:
                 raise ConfigurationError(
                     f"examples name labels that are not in labels: {', '.join(map(repr, unknown))}"
                 )
-            if len(items) + 1 > MAX_IMAGES:
-                raise ConfigurationError(
-                    f"{len(items)} example images plus the image to classify is more than the {MAX_IMAGES} "
-                    f"images Azure OpenAI takes in one request: pass at most {MAX_IMAGES - 1} examples"
-                )
+            if len(items) > MAX_EXAMPLES:
+                items, self.note = _balanced(items, self.labels, MAX_EXAMPLES)
             limits = image_limits(detail)
             self._examples = [(label, load_image(image, limits)) for label, image in items]
         choice: dict[str, Any] = {"type": "string", "enum": list(self.labels)}

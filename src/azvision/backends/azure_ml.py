@@ -33,6 +33,7 @@ from .._retry import RetryPolicy
 from .._version import __version__
 from ._aml_formats import ENCODERS, Encoder, Parser, check_parser, parse_answer
 from ._base import BaseBackend
+from ._loop_client import LoopClient
 
 __all__ = ["AzureMLEndpointBackend"]
 
@@ -188,8 +189,9 @@ class AzureMLEndpointBackend(BaseBackend):
         self.labels = tuple(labels) if labels is not None else None
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
         self._client = httpx.Client(**self._client_options())
-        self._aclient: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
-        self._aclient_lock = threading.Lock()
+        self._aclient: LoopClient[httpx.AsyncClient] = LoopClient(
+            lambda: httpx.AsyncClient(**self._client_options()), close=lambda client: client.aclose()
+        )
 
     @classmethod
     def from_workspace(
@@ -275,7 +277,7 @@ class AzureMLEndpointBackend(BaseBackend):
     async def _apredict(self, image: LoadedImage) -> Prediction:
         body, headers = self._request_parts(image)
         try:
-            response = await self._async_client().post(self.scoring_uri, content=body, headers=headers)
+            response = await self._aclient.get().post(self.scoring_uri, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise error_from_httpx(exc, backend=self.name, source=image.source) from exc
         return self._answer(response, image)
@@ -307,25 +309,11 @@ class AzureMLEndpointBackend(BaseBackend):
         return error
 
     # -- the async client: connections belong to the event loop that opened them ----------------
-    def _async_client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        with self._aclient_lock:
-            if self._aclient is None or self._aclient[0] is not loop:
-                # A new loop (asyncio.run called again): the old client's loop is gone and cannot close it.
-                self._aclient = (loop, httpx.AsyncClient(**self._client_options()))
-            return self._aclient[1]
-
     def _close_clients(self) -> None:
         self._client.close()
-        with self._aclient_lock:
-            held, self._aclient = self._aclient, None
-        if held is not None and held[0].is_running() and not held[0].is_closed():
-            asyncio.run_coroutine_threadsafe(held[1].aclose(), held[0])
+        self._aclient.close()
 
     async def aclose(self) -> None:
         """Close the async connections inside their event loop, then everything else (see `close`)."""
-        with self._aclient_lock:
-            held, self._aclient = self._aclient, None
-        if held is not None and held[0] is asyncio.get_running_loop():
-            await held[1].aclose()
+        await self._aclient.aclose()
         self.close()

@@ -17,25 +17,30 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
-from .._errors import ConfigurationError, missing_extra
+from .._errors import ConfigurationError, ServiceError, missing_extra
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
 from .._models import Prediction
+from .._pacing import Headroom
 from .._retry import Pacer, RetryPolicy
 from ._aoai_answer import parse_completion
 from ._aoai_errors import error_from_openai
 from ._aoai_prompt import Examples, Prompt, image_limits
 from ._base import BaseBackend
+from ._loop_client import LoopClient
 
 __all__ = ["AzureOpenAIBackend"]
 
 #: Entra ID scope of Azure OpenAI (Cognitive Services).
 TOKEN_SCOPE = "https://cognitiveservices.azure.com/.default"
 _V1 = {"v1", "latest", "preview"}
+_HEADROOM_HEADERS = (
+    ("x-ratelimit-remaining-requests", "requests"),
+    ("x-ratelimit-remaining-tokens", "tokens"),
+)
 # max_completion_tokens replaced max_tokens in this API version; older versions reject it.
 _COMPLETION_TOKENS_VERSION = "2024-09-01"
 
@@ -49,6 +54,13 @@ def _labels(labels: Sequence[str] | str | None) -> tuple[str, ...]:
     if len(unique) < 2:
         raise ConfigurationError("labels needs at least two distinct labels to choose from")
     return unique
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _awaitable(provider: Callable[[], str]) -> Callable[[], Awaitable[str]]:
@@ -125,9 +137,12 @@ class AzureOpenAIBackend(BaseBackend):
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
         if max_tpm is not None:  # each request spends its estimated tokens of the per-minute budget
             self._cost_pacers.append(Pacer(max_tpm / 60.0, clock=self._clock))
+        self._notes = (self.prompt.note,) if self.prompt.note else ()
+        self._headroom = {"requests": Headroom(max_rpm), "tokens": Headroom(max_tpm)}
         self._client = self._new_client(asynchronous=False)
-        self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._aclients_lock = threading.Lock()
+        self._aclient: LoopClient[Any] = LoopClient(
+            lambda: self._new_client(asynchronous=True), close=lambda client: client.close()
+        )
 
     # -- configuration --------------------------------------------------------------------------
     @property
@@ -208,52 +223,62 @@ class AzureOpenAIBackend(BaseBackend):
             >>> clf._request_cost(clf._load("cat.jpg"))  # doctest: +SKIP
             145.0
         """
-        return float(self.prompt.prompt_tokens(image) + self.prompt.max_tokens)
+        return self._cost(image, None)
 
-    def _answer(self, completion: Any, image: LoadedImage) -> Prediction:
-        body = completion.model_dump() if hasattr(completion, "model_dump") else dict(completion)
-        return parse_completion(body, labels=self.labels, multilabel=self.multilabel, backend=self.name)
+    def _cost(self, image: LoadedImage, messages: list[dict[str, Any]] | None) -> float:
+        return float(self.prompt.prompt_tokens(image, messages) + self.prompt.max_tokens)
 
     def _predict(self, image: LoadedImage) -> Prediction:
+        request, sent_at = self._request(image), self._clock()
         try:
-            completion = self._client.chat.completions.create(**self._request(image))
+            raw = self._client.chat.completions.with_raw_response.create(**request)
         except Exception as exc:  # the openai package's errors, mapped at one place
             raise error_from_openai(exc, backend=self.name, source=image.source) from exc
-        return self._answer(completion, image)
+        return self._read(raw, image, request, sent_at)
 
     async def _apredict(self, image: LoadedImage) -> Prediction:
+        request, sent_at = self._request(image), self._clock()
         try:
-            completion = await self._async_client().chat.completions.create(**self._request(image))
+            raw = await self._aclient.get().chat.completions.with_raw_response.create(**request)
         except Exception as exc:
             raise error_from_openai(exc, backend=self.name, source=image.source) from exc
-        return self._answer(completion, image)
+        return self._read(raw, image, request, sent_at)
 
-    # -- async clients: one per event loop, since connections belong to the loop that opened them ------
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        with self._aclients_lock:
-            for stale in [other for other in self._aclients if other.is_closed()]:
-                del self._aclients[stale]
-            client = self._aclients.get(loop)
-            if client is None:
-                client = self._aclients[loop] = self._new_client(asynchronous=True)
-            return client
+    def _read(self, raw: Any, image: LoadedImage, request: dict[str, Any], sent_at: float) -> Prediction:
+        """Read the body as JSON (no model objects: it becomes a `Prediction` at once) and the headers."""
+        try:
+            body = raw.http_response.json()
+        except ValueError as exc:
+            raise ServiceError(
+                f"Azure OpenAI answered {raw.http_response.status_code} with a body that is not JSON",
+                code="invalid_answer",
+                backend=self.name,
+                source=image.source,
+            ) from exc
+        self._observe(raw.headers, lambda: self._cost(image, request["messages"]), sent_at)
+        return parse_completion(
+            body, labels=self.labels, multilabel=self.multilabel, backend=self.name, notes=self._notes
+        )
 
-    async def _close_async_client(self) -> None:
-        with self._aclients_lock:
-            client = self._aclients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
+    def _observe(self, headers: Any, need_tokens: Callable[[], float], sent_at: float) -> None:
+        """Slow down before the 429 when the deployment says a quota is nearly spent (``x-ratelimit-*``)."""
+        hold = 0.0
+        for name, headroom in _HEADROOM_HEADERS:
+            value = _number(headers.get(name))
+            if value is not None:
+                need = 1.0 if headroom == "requests" else need_tokens()
+                hold = max(hold, self._headroom[headroom].hold(value, need=need))
+        if hold > 0:
+            # What a 429 would do, one request early: a known limit waits, a learned rate is cut.
+            unknown = self.max_rpm is None and self.max_tpm is None
+            self._throttle.throttled(hold, sent_at=sent_at, learn=unknown)
 
+    # -- the async client: connections belong to the event loop that opened them ----------------
     def _close_clients(self) -> None:
         self._client.close()
-        with self._aclients_lock:
-            leftovers, self._aclients = self._aclients, {}
-        for loop, client in leftovers.items():
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(client.close(), loop)
+        self._aclient.close()
 
     async def aclose(self) -> None:
-        """Close this event loop's connections, then everything else (see :meth:`close`)."""
-        await self._close_async_client()
+        """Close the async connections inside their event loop, then everything else (see `close`)."""
+        await self._aclient.aclose()
         self.close()

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from rich.table import Table
 
-__all__ = ["DemoRow", "Status", "footnotes", "next_steps", "results_table"]
+__all__ = ["DemoRow", "Status", "footnotes", "format_usd", "next_steps", "results_table"]
 
 Status = Literal["ok", "skipped", "failed"]
 _ROUNDING = {
@@ -66,7 +66,13 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _usd(value: float | None) -> str:
+def format_usd(value: float | None) -> str:
+    """Dollars as the tables show them: ``$2.00``, ``$0.0064``, ``$0``, or ``–`` when unknown.
+
+    Example:
+        >>> format_usd(2.0), format_usd(0.00641), format_usd(None)
+        ('$2.00', '$0.0064', '–')
+    """
     if value is None:
         return "–"
     return "$0" if value == 0 else f"${value:.2f}" if value >= 0.1 else f"${value:.4f}"
@@ -93,7 +99,7 @@ def results_table(rows: list[DemoRow]) -> Table:
             _num(row.latency_p50_ms),
             _num(row.latency_p95_ms),
             _num(row.images_per_second, 1),
-            _usd(row.cost_per_1000_usd),
+            format_usd(row.cost_per_1000_usd),
         )
     return table
 

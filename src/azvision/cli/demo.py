@@ -2,8 +2,9 @@
 
 It generates a small labelled image set, trains and publishes a Custom Vision model, classifies held-out
 images through the prediction API, the ONNX export (locally), the export deployed behind an Azure ML online
-endpoint (the shipped ``score.py`` in a real ``azmlinfsrv``), and Image Analysis tags and v3.2 categories,
-then prints one table: accuracy, latency p50/p95, throughput and list-price cost per 1,000 images.
+endpoint (the shipped ``score.py`` in a real ``azmlinfsrv``), Image Analysis tags and v3.2 categories, and
+an Azure OpenAI vision deployment given 5 training images per label as in-context examples, then prints one
+table: accuracy, latency p50/p95, throughput and list-price cost per 1,000 images.
 Everything stays on loopback. The Azure ML part builds the inference server's own virtual environment on
 first use (it needs the package index once); if that is not possible the row says why and the rest runs.
 The work folder keeps the images (``data/train``, ``data/test``), the export (``export/``), the deployment's
@@ -35,7 +36,7 @@ from rich.console import Console
 
 from .._errors import AzVisionError, missing_extra
 from .._models import Prediction
-from .._pricing import cost_per_1000_images, describe_basis
+from .._pricing import TokenTally, cost_per_1000_images, describe_basis
 from .._protocol import Classifier
 from ..evaluation import Metrics, evaluate
 from ..synthetic import make_dataset
@@ -59,6 +60,8 @@ _FULL: tuple[tuple[str, ...], int, int] = (("circle", "square", "triangle", "sta
 _QUICK: tuple[tuple[str, ...], int, int] = (("circle", "square", "triangle"), 12, 6)
 _AML_NAME = "Azure ML endpoint"
 _ONNX_NOTE = "latency is per batch of up to 16 images (one onnxruntime run)"
+_AOAI_NAME = "Azure OpenAI few-shot"
+_AOAI_EXAMPLES_PER_LABEL = 5
 
 
 def register(app: typer.Typer) -> None:
@@ -178,7 +181,8 @@ class _DemoRun:
         rows: list[DemoRow] = []
         with self.emulator() as emulator:
             self.say(
-                f"▸ emulator of Custom Vision, Image Analysis and Azure ML serving on {emulator.endpoint}"
+                "▸ emulator of Custom Vision, Image Analysis, Azure ML and Azure OpenAI serving on "
+                f"{emulator.endpoint}"
             )
             export_dir, why_not = self._train(emulator, train, test, rows)
             if export_dir is not None:
@@ -195,6 +199,7 @@ class _DemoRun:
                     DemoRow("azure_ml", _AML_NAME, "azure_ml", "skipped", note=reason),
                 ]
             rows += self._image_analysis(emulator, test)
+            rows.append(self._azure_openai(emulator, train, test))
         return rows
 
     def _train(
@@ -248,10 +253,12 @@ class _DemoRun:
     ) -> DemoRow:
         """Classify the held-out images with one backend; a row with accuracy, latency, throughput, cost."""
         tops: Counter[str] = Counter()
+        tokens = TokenTally()
 
         def seen(image: object, truth: str, outcome: Prediction | AzVisionError) -> None:
             if isinstance(outcome, Prediction) and outcome.label:
                 tops[outcome.label] += 1
+            tokens.add(outcome)
             advance(isinstance(outcome, Prediction))
 
         backend = "image_analysis" if row_id.startswith("image_analysis") else row_id
@@ -274,11 +281,11 @@ class _DemoRun:
             latency_p50_ms=metrics.latency_p50_ms,
             latency_p95_ms=metrics.latency_p95_ms,
             images_per_second=rate,
-            cost_per_1000_usd=cost_per_1000_images(backend, mode=mode, images_per_second=rate),
+            cost_per_1000_usd=cost_per_1000_images(backend, mode=mode, images_per_second=rate, tokens=tokens),
             images=metrics.total,
             failed=metrics.failed,
             note="; ".join(notes),
-            cost_basis=describe_basis(backend, mode=mode, images_per_second=rate),
+            cost_basis=describe_basis(backend, mode=mode, images_per_second=rate, tokens=tokens),
         )
         if scored and row.accuracy is not None:
             self.say(f"  accuracy {row.accuracy:.1%} on {metrics.scored} held-out images")
@@ -360,6 +367,30 @@ class _DemoRun:
                     )
                 )
         return rows
+
+    def _azure_openai(self, emulator: Emulator, train: Dataset, test: Dataset) -> DemoRow:
+        from ..backends._aoai_prompt import MAX_EXAMPLES
+        from ..backends.azure_openai import AzureOpenAIBackend
+
+        examples = {
+            label: [item.path for item in train.items if label in item.labels][:_AOAI_EXAMPLES_PER_LABEL]
+            for label in self.classes
+        }
+        make = partial(
+            AzureOpenAIBackend,
+            emulator.endpoint,
+            emulator.openai_key,
+            deployment="gpt-4o",
+            labels=self.classes,
+            examples=examples,
+        )
+        given = sum(len(paths) for paths in examples.values())
+        sent = min(given, MAX_EXAMPLES)
+        note = f"{given} in-context examples ({_AOAI_EXAMPLES_PER_LABEL} per label), {sent} sent per request"
+        if sent < given:
+            note += f" (a request holds {MAX_EXAMPLES + 1} images; the labels take turns)"
+        with self.step(f"{_AOAI_NAME}: a vision chat model shown {sent} labelled training images a request"):
+            return self._score("azure_openai", _AOAI_NAME, test, make, note=note)
 
 
 def scoring_script() -> Traversable:

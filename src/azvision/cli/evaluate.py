@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,9 +23,11 @@ from rich.table import Table
 from .._errors import AzVisionError, ConfigurationError
 from .._images import ImageLike
 from .._models import Prediction
+from .._pricing import TokenTally, cost_per_1000_images, describe_basis
 from .._protocol import Classifier
 from ..datasets import Dataset
 from ..evaluation import Metrics, evaluate, write_report
+from ._demo_table import format_usd
 from ._diagnose import FailureTally, backend_endpoint
 from ._options import (
     BackendName,
@@ -36,7 +40,7 @@ from ._options import (
 )
 from ._output import JsonlWriter, error_line, progress, result_record, stderr_is_tty, usage_errors
 
-__all__ = ["comparison_table", "latency_basis", "metrics_table", "register"]
+__all__ = ["comparison_table", "cost_of", "latency_basis", "metrics_table", "register"]
 
 Report = Annotated[Path, typer.Option("--report", "-r", help="Folder for the report (created if needed).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")]
@@ -94,11 +98,16 @@ def metrics_table(metrics: Metrics) -> Table:
     return table
 
 
-def comparison_table(results: dict[str, Metrics], latency_per: dict[str, str] | None = None) -> Group:
-    """Two rich tables: one row per backend (accuracy, macro F1, latency, failures), then F1 per label.
+def comparison_table(
+    results: dict[str, Metrics],
+    latency_per: dict[str, str] | None = None,
+    costs: dict[str, float | None] | None = None,
+) -> Group:
+    """Two rich tables: one row per backend (accuracy, macro F1, latency, failures, cost), then F1 per label.
 
     ``latency_per`` says what each backend's latency times (:func:`latency_basis`); when they differ, the
-    table says so, since a batch's latency is not comparable with one request's.
+    table says so, since a batch's latency is not comparable with one request's. ``costs`` are list-price
+    dollars per 1,000 images (`cost_of`).
 
     Example:
         >>> from azvision.evaluation import compute_metrics
@@ -114,7 +123,7 @@ def comparison_table(results: dict[str, Metrics], latency_per: dict[str, str] | 
         note = f"latency: {timed} (one run for the whole batch); the others per request"
     summary = Table(title="comparison", caption=note)
     summary.add_column("backend", no_wrap=True)
-    for column in ("accuracy", "macro F1", "p50 ms", "p95 ms", "failed"):
+    for column in ("accuracy", "macro F1", "p50 ms", "p95 ms", "failed", "$/1k img"):
         summary.add_column(column, justify="right")
     for name, m in results.items():
         summary.add_row(
@@ -124,6 +133,7 @@ def comparison_table(results: dict[str, Metrics], latency_per: dict[str, str] | 
             _ms(m.latency_p50_ms),
             _ms(m.latency_p95_ms),
             str(m.failed),
+            format_usd((costs or {}).get(name)),
         )
     per_label = Table(title="F1 per label")
     per_label.add_column("label")
@@ -163,9 +173,10 @@ def _run(
     max_rps: float | None,
     plot: bool,
     bar: bool,
-) -> Metrics:
+) -> tuple[Metrics, dict[str, Any]]:
     report.mkdir(parents=True, exist_ok=True)
     tally = FailureTally()
+    tokens = TokenTally()
     with (
         (report / "predictions.jsonl").open("w", encoding="utf-8") as stream,
         progress(spec.name, total=len(dataset), enabled=bar) as advance,
@@ -174,15 +185,21 @@ def _run(
 
         def on_outcome(image: ImageLike, truth: str, outcome: Prediction | AzVisionError) -> None:
             tally.add(outcome)
+            tokens.add(outcome)
             record = result_record(str(image), outcome, spec.name, redact)
             writer.write({**record, "expected": truth})
             advance(isinstance(outcome, Prediction))
 
+        started = time.perf_counter()
         metrics = evaluate(clf, dataset, concurrency=concurrency, max_rps=max_rps, on_outcome=on_outcome)
+        elapsed = time.perf_counter() - started
+    rate = metrics.scored / elapsed if elapsed > 0 and metrics.scored else None
+    cost = cost_of(spec.name, spec.kwargs, tokens=tokens, images_per_second=rate)
     extra = {
         "dataset": str(dataset.root),
         "skipped_files": len(dataset.skipped),
         "latency_per": latency_basis(clf),
+        **cost,
     }
     write_report(metrics, report, plot=plot, extra=extra)
     hint = tally.hint(spec.name, endpoint=backend_endpoint(clf))
@@ -195,7 +212,31 @@ def _run(
         and not spec.kwargs.get("label_map")
     ):
         typer.echo(f"azvision: note: {_LABEL_MAP_HINT}", err=True)
-    return metrics
+    return metrics, cost
+
+
+def cost_of(
+    backend: str,
+    options: Mapping[str, Any],
+    *,
+    tokens: TokenTally | None = None,
+    images_per_second: float | None = None,
+) -> dict[str, Any]:
+    """``cost_per_1000_usd`` (list price, ``None`` when unknown) and ``cost_basis`` of one backend's run.
+
+    Token-billed backends (Azure OpenAI) are priced from the ``tokens`` the run used, Azure ML from its
+    measured ``images_per_second``.
+
+    Example:
+        >>> cost_of("custom_vision", {})["cost_per_1000_usd"]
+        2.0
+    """
+    mode = str(options.get("mode") or "tags")
+    settings: dict[str, Any] = {"mode": mode, "images_per_second": images_per_second, "tokens": tokens}
+    return {
+        "cost_per_1000_usd": cost_per_1000_images(backend, **settings),
+        "cost_basis": describe_basis(backend, **settings),
+    }
 
 
 def latency_basis(classifier: object) -> str:
@@ -242,7 +283,7 @@ def evaluate_command(
         clf = spec.create()
     try:
         with clf, usage_errors(redact):
-            metrics = _run(
+            metrics, cost = _run(
                 spec,
                 clf,
                 dataset,
@@ -256,9 +297,15 @@ def evaluate_command(
     except KeyboardInterrupt:
         raise _interrupted() from None
     if json_out:
-        typer.echo(json.dumps(metrics.to_dict()))
+        typer.echo(json.dumps({**metrics.to_dict(), **cost}))
     elif not quiet:
-        Console().print(metrics_table(metrics))
+        console = Console()
+        console.print(metrics_table(metrics))
+        console.print(
+            f"cost: {format_usd(cost['cost_per_1000_usd'])} per 1,000 images — {cost['cost_basis']}",
+            markup=False,
+            soft_wrap=True,
+        )
     below = min_accuracy is not None and metrics.accuracy < min_accuracy
     if below:
         error_line(f"accuracy {metrics.accuracy:.1%} is below --min-accuracy {min_accuracy:.1%}")
@@ -297,10 +344,11 @@ def compare_command(
                 raise ConfigurationError("compare needs two or more backends: --backend A --backend B")
             clfs = [stack.enter_context(spec.create()) for spec in specs]
         results: dict[str, Metrics] = {}
+        costs: dict[str, dict[str, Any]] = {}
         try:
             with usage_errors(redact):
                 for spec, clf in zip(specs, clfs, strict=True):
-                    results[spec.name] = _run(
+                    results[spec.name], costs[spec.name] = _run(
                         spec,
                         clf,
                         dataset,
@@ -314,16 +362,31 @@ def compare_command(
         except KeyboardInterrupt:
             raise _interrupted() from None
     latency_per = {spec.name: latency_basis(clf) for spec, clf in zip(specs, clfs, strict=True)}
-    comparison = _comparison(results, dataset, latency_per)
+    comparison = _comparison(results, dataset, latency_per, costs)
     (report / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
     if json_out:
         typer.echo(json.dumps(comparison))
     elif not quiet:
-        Console().print(comparison_table(results, latency_per))
+        dollars = {name: cost["cost_per_1000_usd"] for name, cost in costs.items()}
+        console = Console()
+        console.print(comparison_table(results, latency_per, dollars))
+        console.print(
+            "\n".join(
+                ["cost basis (list prices, recalled, not fetched):"]
+                + [f"  {name}: {cost['cost_basis']}" for name, cost in costs.items()]
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
     raise typer.Exit(1 if any(m.failed for m in results.values()) else 0)
 
 
-def _comparison(results: dict[str, Metrics], dataset: Dataset, latency_per: dict[str, str]) -> dict[str, Any]:
+def _comparison(
+    results: dict[str, Metrics],
+    dataset: Dataset,
+    latency_per: dict[str, str],
+    costs: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "dataset": str(dataset.root),
         "images": len(dataset),
@@ -337,6 +400,7 @@ def _comparison(results: dict[str, Metrics], dataset: Dataset, latency_per: dict
                 "latency_p95_ms": m.latency_p95_ms,
                 "latency_per": latency_per[name],
                 "failed": m.failed,
+                **costs[name],
                 "report": name,
             }
             for name, m in results.items()
