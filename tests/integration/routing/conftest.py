@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,14 +61,22 @@ def service(trained: Trained) -> Iterator[Emulator]:
         yield emu
 
 
-def custom_vision(emu: Emulator, trained: Trained, **options: object) -> CustomVisionBackend:
-    options.setdefault("retry", FAST_RETRY)
-    options.setdefault("labels", CLASSES)
-    return CustomVisionBackend(emu.endpoint, emu.prediction_key, trained.project_id, "prod", **options)  # type: ignore[arg-type]
+def custom_vision(emu: Emulator, trained: Trained, **options: Any) -> CustomVisionBackend:
+    """The trained iteration on ``emu``; ``options`` override any argument (``key=``, ``project_id=``)."""
+    arguments: dict[str, Any] = {
+        "endpoint": emu.endpoint,
+        "key": emu.prediction_key,
+        "project_id": trained.project_id,
+        "iteration": "prod",
+        "retry": FAST_RETRY,
+        "labels": CLASSES,
+    }
+    return CustomVisionBackend(**{**arguments, **options})
 
 
-def onnx(trained: Trained, **options: object) -> OnnxBackend:
-    return OnnxBackend(trained.export_dir, **options)  # type: ignore[arg-type]
+def onnx(trained: Trained, **options: Any) -> OnnxBackend:
+    """The trained iteration's ONNX export, run locally."""
+    return OnnxBackend(trained.export_dir, **options)
 
 
 def prediction_calls(emu: Emulator) -> int:
