@@ -348,8 +348,8 @@ def _with_source(prediction: Prediction, item: Prepared) -> Prediction:
     return prediction
 
 
-def add_notes(prediction: Prediction, *notes: str) -> Prediction:
-    """``prediction`` with ``notes`` appended (the image preview is kept)."""
-    copy = prediction.model_copy(update={"notes": (*prediction.notes, *notes)})
+def add_notes(prediction: Prediction, *notes: str, before: Sequence[str] = ()) -> Prediction:
+    """``prediction`` with ``notes`` appended and ``before`` in front (what happened first comes first)."""
+    copy = prediction.model_copy(update={"notes": (*before, *prediction.notes, *notes)})
     copy._preview = prediction._preview
     return copy

@@ -107,12 +107,12 @@ class Cascade(Router):
         self._check_answer(name, prediction)
         if last:
             self._count(index, "answered")
-            return add_notes(prediction, *notes, f"cascade: answered by {name}")
+            return add_notes(prediction, f"cascade: answered by {name}", before=notes)
         threshold = self.thresholds[index]
         if prediction.confidence >= threshold:
             self._count(index, "answered")
             note = f"cascade: {name} answered at {prediction.confidence:.2f} (threshold {threshold:.2f})"
-            return add_notes(prediction, *notes, note)
+            return add_notes(prediction, note, before=notes)
         self._count(index, "passed")
         notes.append(
             f"cascade: {name} {prediction.confidence:.2f} < {threshold:.2f} (below threshold), "

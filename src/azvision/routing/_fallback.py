@@ -157,13 +157,13 @@ class Fallback(Router):
         if isinstance(outcome, Prediction):
             self._succeeded(index)
             self._count(index, "answered")
+            after = []
             if notes:
-                notes.append(
-                    f"fallback: answered by {name}" + (" (probe after its cool-down)" if probe else "")
-                )
+                probed = " (probe after its cool-down)" if probe else ""
+                after.append(f"fallback: answered by {name}{probed}")
             elif probe:
-                notes.append(f"fallback: {name} answered a probe after its cool-down")
-            return add_notes(outcome, *notes)
+                after.append(f"fallback: {name} answered a probe after its cool-down")
+            return add_notes(outcome, *after, before=notes)
         self._count(index, "error")
         if not moves_on(outcome):
             self._released(index, probe)
