@@ -163,6 +163,8 @@ class CustomVisionBackend(BaseBackend):
         self.store = store
         self.application = application
         #: The tag names this iteration answers in, when given (``None``: unknown).
+        if isinstance(labels, str):  # the command line's --labels a,b,c
+            labels = [part.strip() for part in labels.split(",") if part.strip()]
         self.labels: tuple[str, ...] | None = tuple(labels) if labels is not None else None
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
         self._client = self._make_client()
