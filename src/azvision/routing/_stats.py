@@ -105,8 +105,8 @@ class RoutingStats:
 
     Example:
         >>> stats = RoutingStats("cascade", "cascade(onnx→custom_vision)", 4, (), Usage({"onnx": 4}))
-        >>> stats.to_dict()["usage"]["backend_calls"]
-        4
+        >>> stats.usage.backend_calls, stats.to_dict()["inputs"]
+        (4, 4)
     """
 
     kind: str
