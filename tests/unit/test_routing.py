@@ -32,7 +32,7 @@ from azvision.routing._identity import identity
 
 from ..conftest import make_png
 
-Outcome = tuple[str, float] | Exception
+Outcome = tuple[str, float] | BaseException
 
 
 class Scripted(BaseBackend):
@@ -53,7 +53,7 @@ class Scripted(BaseBackend):
         with self._lock:
             self.requests += 1
             outcome = self._outcomes.popleft() if len(self._outcomes) > 1 else self._outcomes[0]
-        if isinstance(outcome, Exception):
+        if isinstance(outcome, BaseException):
             raise outcome
         label, confidence = outcome
         return Prediction(labels=(Label(name=label, confidence=confidence),), backend=self.name)
@@ -119,6 +119,19 @@ def test_only_one_input_probes_a_member_whose_cool_down_ended() -> None:
     assert fallback._verdict(0) == "skip"  # the probe is in flight
     fallback._succeeded(0)
     assert fallback._verdict(0) == "try"
+
+
+def test_an_interrupted_probe_frees_the_member_for_the_next_probe() -> None:
+    clock = VirtualClock(0.0)
+    primary = Scripted([ServiceError("down", status_code=500)], name="primary")
+    fallback = Fallback([primary, Scripted([("cat", 1.0)])], cooldown_after=1, cooldown=10, clock=clock.now)
+    with fallback:
+        assert fallback.classify(IMAGE).notes[0].startswith("fallback: primary failed")
+        clock.sleep(11)
+        primary._outcomes = deque([KeyboardInterrupt()])
+        with pytest.raises(KeyboardInterrupt):
+            fallback.classify(IMAGE)  # the probe, cut short by Ctrl-C
+        assert fallback._verdict(0) == "probe"  # not stuck "in flight" for ever
 
 
 def test_a_retry_after_longer_than_the_cool_down_is_kept() -> None:

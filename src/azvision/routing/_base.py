@@ -1,8 +1,10 @@
 """What `Cascade`, `Fallback` and `CachedClassifier` share: inputs read once, batches, counts, lifecycle.
 
-A router subclasses `Router` and implements `Router._route` / `Router._aroute` (one prepared input,
-through its members). Batches go through the one batch engine (`azvision._batch`): in input order,
-bounded concurrency and memory, every input answered in its place.
+A router subclasses `Router` and implements `Router._steps`: a generator that yields the index of the
+member to ask next, receives its outcome (a `Prediction` or the `AzVisionError` it raised), and returns
+the answer or raises the input's error. The same steps drive the sync and the async path. Batches go
+through the one batch engine (`azvision._batch`): in input order, bounded concurrency and memory, every
+input answered in its place.
 
 Example:
     >>> from azvision.routing._base import prepare
@@ -15,28 +17,28 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
-
-from typing_extensions import Self
 
 from .._batch import ordered_map, thread_map
 from .._errors import AzVisionError, ConfigurationError
 from .._images import DEFAULT_MAX_INPUT_BYTES, ImageLike, _read_source
+from .._lifecycle import Closing
 from .._models import Prediction
 from .._pacing import Pacer
 from .._protocol import Classifier
 from ._identity import identity
 from ._stats import RoutingStats, StageStats, Usage, leaf_cost
 
-__all__ = ["Prepared", "Router", "add_notes", "member_name", "prepare"]
+__all__ = ["Prepared", "Router", "Steps", "add_notes", "member_name", "prepare"]
 
 _DEFAULT_CONCURRENCY = 8
+
+#: A router's plan for one input: yields member indices, is sent their outcomes, returns the answer.
+Steps = Generator[int, "Prediction | AzVisionError", Prediction]
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class _Counts:
         self.inputs = 0
 
 
-class Router(ABC):
+class Router(Closing):
     """The shared machinery of routers; see `azvision.Classifier` for the public methods."""
 
     #: What the router is in ``stats()`` and ``name``: ``"cascade"``, ``"fallback"`` or ``"cache"``.
@@ -126,13 +128,43 @@ class Router(ABC):
         self._closed = False
 
     # -- the hooks ------------------------------------------------------------------------------
-    @abstractmethod
+    def _steps(self) -> Steps:
+        """Which member to ask next for one input, given the outcomes so far (see the module)."""
+        raise NotImplementedError
+
     def _route(self, item: Prepared) -> Prediction:
         """Answer one prepared input through the members, or raise its `AzVisionError`."""
+        steps = self._steps()
+        try:
+            index = next(steps)
+            while True:
+                try:
+                    outcome: Prediction | AzVisionError = self.members[index].classify(item.image)
+                except AzVisionError as exc:
+                    outcome = exc
+                index = steps.send(outcome)
+        except StopIteration as done:
+            answer: Prediction = done.value
+            return answer
+        finally:
+            steps.close()  # interrupted (Ctrl-C, a batch that stopped): the steps release what they hold
 
-    @abstractmethod
     async def _aroute(self, item: Prepared) -> Prediction:
         """Async `_route`."""
+        steps = self._steps()
+        try:
+            index = next(steps)
+            while True:
+                try:
+                    outcome: Prediction | AzVisionError = await self.members[index].aclassify(item.image)
+                except AzVisionError as exc:
+                    outcome = exc
+                index = steps.send(outcome)
+        except StopIteration as done:
+            answer: Prediction = done.value
+            return answer
+        finally:
+            steps.close()
 
     @property
     def name(self) -> str:
@@ -311,28 +343,6 @@ class Router(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(repr(m) for m in self.members)})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _member_cost(member: Classifier, name: str, calls: int) -> float | None:

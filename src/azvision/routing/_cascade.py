@@ -8,7 +8,7 @@ from typing import Any
 from .._errors import AzVisionError, ConfigurationError
 from .._models import Prediction
 from .._protocol import Classifier
-from ._base import Prepared, Router, add_notes
+from ._base import Router, Steps, add_notes
 from ._labels import folds_for, label_space, mismatch
 from ._policy import describe, moves_on
 
@@ -128,26 +128,10 @@ class Cascade(Router):
                 backend=name,
             )
 
-    def _route(self, item: Prepared) -> Prediction:
+    def _steps(self) -> Steps:
         notes: list[str] = []
-        for index, stage in enumerate(self.members):
-            try:
-                outcome: Prediction | AzVisionError = stage.classify(item.image)
-            except AzVisionError as exc:
-                outcome = exc
-            answer = self._decide(index, outcome, notes)
-            if answer is not None:
-                return answer
-        raise AssertionError("the last stage always answers")  # pragma: no cover
-
-    async def _aroute(self, item: Prepared) -> Prediction:
-        notes: list[str] = []
-        for index, stage in enumerate(self.members):
-            try:
-                outcome: Prediction | AzVisionError = await stage.aclassify(item.image)
-            except AzVisionError as exc:
-                outcome = exc
-            answer = self._decide(index, outcome, notes)
+        for index in range(len(self.members)):
+            answer = self._decide(index, (yield index), notes)
             if answer is not None:
                 return answer
         raise AssertionError("the last stage always answers")  # pragma: no cover

@@ -12,7 +12,7 @@ from .._errors import AzVisionError, ConfigurationError, RateLimitError, Service
 from .._models import Prediction
 from .._pacing import Clock
 from .._protocol import Classifier
-from ._base import Prepared, Router, add_notes
+from ._base import Router, Steps, add_notes
 from ._policy import describe, moves_on
 
 __all__ = ["Fallback", "MemberHealth"]
@@ -176,35 +176,21 @@ class Fallback(Router):
         self._count(index, "skipped")
         notes.append(f"fallback: {self.member_names[index]} skipped (cooling down)")
 
-    def _route(self, item: Prepared) -> Prediction:
+    def _steps(self) -> Steps:
         notes: list[str] = []
         failed: AzVisionError | None = None
-        for index, member in enumerate(self.members):
+        for index in range(len(self.members)):
             verdict = self._verdict(index)
             if verdict == "skip":
                 self._skip(index, notes)
                 continue
             try:
-                outcome: Prediction | AzVisionError = member.classify(item.image)
-            except AzVisionError as exc:
-                outcome = failed = exc
-            answer = self._decide(index, verdict == "probe", outcome, notes)
-            if answer is not None:
-                return answer
-        raise failed if failed is not None else self._all_cooling()
-
-    async def _aroute(self, item: Prepared) -> Prediction:
-        notes: list[str] = []
-        failed: AzVisionError | None = None
-        for index, member in enumerate(self.members):
-            verdict = self._verdict(index)
-            if verdict == "skip":
-                self._skip(index, notes)
-                continue
-            try:
-                outcome: Prediction | AzVisionError = await member.aclassify(item.image)
-            except AzVisionError as exc:
-                outcome = failed = exc
+                outcome = yield index
+            except GeneratorExit:  # interrupted mid-call: no verdict on the member, free its probe
+                self._released(index, verdict == "probe")
+                raise
+            if isinstance(outcome, AzVisionError):
+                failed = outcome
             answer = self._decide(index, verdict == "probe", outcome, notes)
             if answer is not None:
                 return answer
