@@ -7,7 +7,7 @@ Timings are ratios measured in the same run, never assertions in the test suite.
 Example:
     >>> from benchmarks import BENCHMARKS
     >>> list(BENCHMARKS)
-    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'azure_openai']
+    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'azure_openai', 'routing']
 """
 
 from __future__ import annotations
@@ -20,4 +20,5 @@ BENCHMARKS = {
     "local": "benchmarks.bench_local",
     "import": "benchmarks.bench_import",
     "azure_openai": "benchmarks.bench_azure_openai",
+    "routing": "benchmarks.bench_routing",
 }

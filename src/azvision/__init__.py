@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .backends.image_analysis import ImageAnalysisBackend
     from .backends.onnx import OnnxBackend
     from .datasets import Dataset
+    from .routing import CachedClassifier, Cascade, Fallback
     from .training.custom_vision import CustomVisionTrainer
 
 __all__ = [
@@ -62,11 +63,14 @@ __all__ = [
     "BackendTimeoutError",
     "BaseBackend",
     "BoundingBox",
+    "CachedClassifier",
+    "Cascade",
     "Classifier",
     "ConfigurationError",
     "CustomVisionBackend",
     "CustomVisionTrainer",
     "Dataset",
+    "Fallback",
     "ImageAnalysisBackend",
     "ImageLike",
     "InvalidImageError",
@@ -92,6 +96,9 @@ _LAZY = {
     "AzureMLEndpointBackend": "azvision.backends.azure_ml",
     "AzureOpenAIBackend": "azvision.backends.azure_openai",
     "BaseBackend": "azvision.backends._base",
+    "CachedClassifier": "azvision.routing",
+    "Cascade": "azvision.routing",
+    "Fallback": "azvision.routing",
     "Dataset": "azvision.datasets",
     "LabelMap": "azvision.backends._taxonomy",
     "CustomVisionBackend": "azvision.backends.custom_vision",

@@ -14,22 +14,20 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import ClassVar
-
-from typing_extensions import Self
 
 from .._batch import BatchContext, auto_concurrency, ordered_map, thread_map
 from .._config import Secret, redact
 from .._errors import AzVisionError
 from .._images import ImageLike, ImageLimits, LoadedImage, load_image
+from .._lifecycle import Closing
 from .._models import Prediction
 from .._retry import Clock, Pacer, RetryPolicy, RetryState, Throttle, acall, call
 
 __all__ = ["BaseBackend"]
 
 
-class BaseBackend(ABC):
+class BaseBackend(Closing, ABC):
     """Shared machinery of all backends; see `azvision.Classifier` for the public methods.
 
     Subclasses set ``name`` and ``image_limits`` and implement `_predict`.
@@ -304,28 +302,6 @@ class BaseBackend(ABC):
     async def aclose(self) -> None:
         """Async `close`."""
         self.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class _BatchInput:

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting, uuid_setting
@@ -110,6 +110,8 @@ class CustomVisionBackend(BaseBackend):
         retry: the retry policy (default :class:`~azvision.RetryPolicy`).
         timeout: seconds per HTTP request.
         concurrency: requests in flight in ``classify_many`` (default: sized from ``max_rps``).
+        labels: the project's tag names, when known: the label space a `Cascade` checks at construction
+            (the prediction API cannot list them; `CustomVisionTrainer.classifier()` fills them in).
 
     Images are checked before sending (JPEG/PNG/GIF/BMP, 4 MB, at most 10240 px per side: larger ones are
     downscaled and ``Prediction.notes`` says so); ``http(s)://`` URLs go to the service's URL routes as URLs.
@@ -144,6 +146,7 @@ class CustomVisionBackend(BaseBackend):
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
         concurrency: int | None = None,
+        labels: Sequence[str] | None = None,
     ) -> None:
         if task not in _TASKS:
             raise ConfigurationError(f"task must be 'classification' or 'detection', got {task!r}")
@@ -159,6 +162,10 @@ class CustomVisionBackend(BaseBackend):
         self.task: Task = task
         self.store = store
         self.application = application
+        #: The tag names this iteration answers in, when given (``None``: unknown).
+        if isinstance(labels, str):  # the command line's --labels a,b,c
+            labels = [part.strip() for part in labels.split(",") if part.strip()]
+        self.labels: tuple[str, ...] | None = tuple(labels) if labels is not None else None
         super().__init__(max_rps=max_rps, retry=retry, timeout=timeout, concurrency=concurrency)
         self._client = self._make_client()
 

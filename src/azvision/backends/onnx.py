@@ -200,6 +200,8 @@ class OnnxBackend(BaseBackend):
             labels = graph_labels
         #: Class names in the model's class order (for ZipMap models, the order onnxruntime gives).
         self.labels: tuple[str, ...] = labels
+        #: Labels below this confidence are dropped from answers.
+        self.threshold = threshold
         self._decoder = Decoder(family, labels, threshold, anchors, iou)
 
     def __repr__(self) -> str:

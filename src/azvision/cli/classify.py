@@ -17,6 +17,7 @@ from ._diagnose import FailureTally, backend_endpoint
 from ._options import BackendName, BackendOptions, Concurrency, MaxRps, with_backend_options
 from ._output import error_line, progress, result_record, stderr_is_tty, usage_errors
 from ._resume import input_key, is_url, open_results
+from ._routing import CacheOpt, CascadeOpt, Routing, ThresholdOpt, usage_line, usage_report
 
 __all__ = ["IMAGE_EXTENSIONS", "count_inputs", "iter_image_files", "iter_inputs", "register"]
 
@@ -129,6 +130,9 @@ def classify(
     ] = None,
     concurrency: Concurrency = None,
     max_rps: MaxRps = None,
+    cascade: CascadeOpt = None,
+    threshold: ThresholdOpt = None,
+    cache: CacheOpt = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip inputs already in --output and append the rest.")
     ] = False,
@@ -157,14 +161,16 @@ def classify(
     inputs = inputs or []
     resume = resume or retry_failed
     with usage_errors(redact):
-        spec = options.resolve([backend] if backend else [])[0]
+        routing = Routing.of(cascade, threshold, cache)
+        if not routing.stages:
+            options.resolve([backend] if backend else [])  # a wrong backend option is reported first
         if not inputs and not retry_failed:
             raise ConfigurationError("give at least one INPUT: an image file, a folder or a URL")
         if resume and output is None:
             flag = "--retry-failed" if retry_failed else "--resume"
             raise ConfigurationError(f"{flag} needs --output FILE (the results to continue)")
         _check_paths(inputs)
-        clf = spec.create()
+        spec, clf = routing.build(options, backend)
     counts = dict.fromkeys(
         ("written", "classified", "failed", "retried", "skipped", "skipped_failed", "empty_folders"), 0
     )
@@ -222,7 +228,7 @@ def classify(
         where = f" to {output}; run the same command with --resume to continue" if output else ""
         error_line(f"interrupted: {counts['written']} result(s) written{where}")
         raise typer.Exit(130) from None
-    _summarise(counts, output, time.monotonic() - started, quiet=quiet, as_json=json_summary)
+    _summarise(counts, output, time.monotonic() - started, quiet=quiet, as_json=json_summary, routed=clf)
     hint = tally.hint(spec.name, endpoint=backend_endpoint(clf))
     if hint is not None:
         error_line(redact(hint))
@@ -234,17 +240,29 @@ def _bar(quiet: bool) -> bool:
 
 
 def _summarise(
-    counts: dict[str, int], output: Path | None, seconds: float, *, quiet: bool, as_json: bool
+    counts: dict[str, int],
+    output: Path | None,
+    seconds: float,
+    *,
+    quiet: bool,
+    as_json: bool,
+    routed: object = None,
 ) -> None:
+    routing = usage_report(routed)
     if as_json:
         summary: dict[str, Any] = {
             **counts,
             "output": str(output) if output else None,
             "seconds": round(seconds, 3),
         }
+        if routing is not None:
+            summary["routing"] = routing
         typer.echo(json.dumps(summary), err=output is None)
     elif not quiet:
         typer.echo(_summary_text(counts, output, seconds), err=True)
+        line = usage_line(routed)
+        if line is not None:
+            typer.echo(line, err=True)
 
 
 def register(app: typer.Typer) -> None:

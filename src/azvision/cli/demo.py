@@ -26,10 +26,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -42,6 +43,7 @@ from ..evaluation import Metrics, evaluate
 from ..synthetic import make_dataset
 from ._demo_table import DemoRow, footnotes, next_steps, results_table
 from ._output import error_line, progress, stderr_is_tty, usage_errors
+from ._routing import usage_report
 from .train import training_progress
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ _AML_NAME = "Azure ML endpoint"
 _ONNX_NOTE = "latency is per batch of up to 16 images (one onnxruntime run)"
 _AOAI_NAME = "Azure OpenAI few-shot"
 _AOAI_EXAMPLES_PER_LABEL = 5
+_CASCADE_NAME = "Cascade ONNX→CV"
 
 
 def register(app: typer.Typer) -> None:
@@ -160,6 +163,7 @@ class _DemoRun:
         self.verbose = verbose
         self.bars = verbose and stderr_is_tty()
         self.emulator = emulator
+        self.project_id = ""
 
     def say(self, message: str) -> None:
         if self.verbose:
@@ -191,11 +195,13 @@ class _DemoRun:
 
                     onnx = partial(OnnxBackend, export_dir)
                     rows.append(self._score("onnx", "ONNX, local", test, onnx, note=_ONNX_NOTE))
+                rows.append(self._cascade(emulator, export_dir, test))
                 rows.append(self._azure_ml(export_dir, test))
             else:
                 reason = f"needs the trained model: {why_not}"
                 rows += [
                     DemoRow("onnx", "ONNX, local", "onnx", "skipped", note=reason),
+                    DemoRow("cascade", _CASCADE_NAME, "cascade", "skipped", note=reason),
                     DemoRow("azure_ml", _AML_NAME, "azure_ml", "skipped", note=reason),
                 ]
             rows += self._image_analysis(emulator, test)
@@ -232,6 +238,7 @@ class _DemoRun:
                         f"  {result.iteration.name}: precision {perf.precision:.0%}, recall {perf.recall:.0%}"
                     )
                 self.say(f"  published as {_PUBLISH_NAME!r}; ONNX export in {result.export_dir}")
+                self.project_id = str(result.project.id)
                 rows.append(self._score("custom_vision", name, test, trainer.classifier))
         except AzVisionError as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -267,6 +274,7 @@ class _DemoRun:
                 started = time.perf_counter()
                 metrics = evaluate(clf, test, on_outcome=seen)
                 elapsed = time.perf_counter() - started
+                routed = usage_report(clf)
         except AzVisionError as exc:
             return DemoRow(row_id, name, backend, "failed", note=f"{type(exc).__name__}: {exc}")
         rate = metrics.scored / elapsed if elapsed > 0 and metrics.scored else None
@@ -287,9 +295,31 @@ class _DemoRun:
             note="; ".join(notes),
             cost_basis=describe_basis(backend, mode=mode, images_per_second=rate, tokens=tokens),
         )
+        if routed is not None:
+            row = _routed_row(row, routed, metrics)
         if scored and row.accuracy is not None:
             self.say(f"  accuracy {row.accuracy:.1%} on {metrics.scored} held-out images")
         return row
+
+    def _cascade(self, emulator: Emulator, export_dir: Path, test: Dataset) -> DemoRow:
+        """The export first, the published iteration only for the images it is unsure of."""
+        from ..backends.custom_vision import CustomVisionBackend
+        from ..backends.onnx import OnnxBackend
+        from ..routing import Cascade
+        from ..routing._cascade import DEFAULT_THRESHOLD
+
+        def make() -> Classifier:
+            cloud = CustomVisionBackend(
+                emulator.endpoint,
+                emulator.prediction_key,
+                self.project_id,
+                _PUBLISH_NAME,
+                labels=self.classes,
+            )
+            return Cascade([OnnxBackend(export_dir), cloud], threshold=DEFAULT_THRESHOLD)
+
+        with self.step(f"Cascade: ONNX first, Custom Vision below confidence {DEFAULT_THRESHOLD}"):
+            return self._score("cascade", _CASCADE_NAME, test, make)
 
     @staticmethod
     def _notes(metrics: Metrics, tops: Counter[str], scored: bool) -> list[str]:
@@ -391,6 +421,18 @@ class _DemoRun:
             note += f" (a request holds {MAX_EXAMPLES + 1} images; the labels take turns)"
         with self.step(f"{_AOAI_NAME}: a vision chat model shown {sent} labelled training images a request"):
             return self._score("azure_openai", _AOAI_NAME, test, make, note=note)
+
+
+def _routed_row(row: DemoRow, routed: dict[str, Any], metrics: Metrics) -> DemoRow:
+    """A cascade's row: its cost is what its cloud calls cost, spread over every image it answered."""
+    stages = routed["stages"]
+    cloud = sum(stage["calls"] for stage in stages[1:])
+    total = max(metrics.total, 1)
+    cost = routed["usage"]["cost_usd"] / total * 1000.0
+    share = f"{cloud} of {metrics.total} images ({cloud / total:.0%}) reached {stages[-1]['name']}"
+    note = "; ".join(part for part in (share, row.note) if part)
+    basis = f"{share} at its list price; the rest were answered locally (no charge)"
+    return replace(row, cost_per_1000_usd=cost, note=note, cost_basis=basis)
 
 
 def scoring_script() -> Traversable:

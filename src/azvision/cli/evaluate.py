@@ -39,6 +39,7 @@ from ._options import (
     with_backend_options,
 )
 from ._output import JsonlWriter, error_line, progress, result_record, stderr_is_tty, usage_errors
+from ._routing import CacheOpt, CascadeOpt, Routing, ThresholdOpt, usage_line, usage_report
 
 __all__ = ["comparison_table", "cost_of", "latency_basis", "metrics_table", "register"]
 
@@ -201,6 +202,9 @@ def _run(
         "latency_per": latency_basis(clf),
         **cost,
     }
+    routing = usage_report(clf)
+    if routing is not None:
+        extra["routing"] = routing
     write_report(metrics, report, plot=plot, extra=extra)
     hint = tally.hint(spec.name, endpoint=backend_endpoint(clf))
     if hint is not None:
@@ -265,6 +269,9 @@ def evaluate_command(
     min_accuracy: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Exit 1 when accuracy is below this (CI gate).")
     ] = None,
+    cascade: CascadeOpt = None,
+    threshold: ThresholdOpt = None,
+    cache: CacheOpt = None,
     plot: Plot = True,
     quiet: Quiet = False,
     json_out: JsonOut = False,
@@ -279,8 +286,7 @@ def evaluate_command(
     with usage_errors(redact):
         _check_plot(plot)
         dataset = _load_dataset(dataset_dir, quiet=quiet)
-        spec = options.resolve([backend] if backend else [])[0]
-        clf = spec.create()
+        spec, clf = Routing.of(cascade, threshold, cache).build(options, backend)
     try:
         with clf, usage_errors(redact):
             metrics, cost = _run(
@@ -296,8 +302,9 @@ def evaluate_command(
             )
     except KeyboardInterrupt:
         raise _interrupted() from None
+    routing = usage_report(clf)
     if json_out:
-        typer.echo(json.dumps({**metrics.to_dict(), **cost}))
+        typer.echo(json.dumps({**metrics.to_dict(), **cost, **({"routing": routing} if routing else {})}))
     elif not quiet:
         console = Console()
         console.print(metrics_table(metrics))
@@ -306,6 +313,9 @@ def evaluate_command(
             markup=False,
             soft_wrap=True,
         )
+        line = usage_line(clf)
+        if line is not None:
+            typer.echo(line)
     below = min_accuracy is not None and metrics.accuracy < min_accuracy
     if below:
         error_line(f"accuracy {metrics.accuracy:.1%} is below --min-accuracy {min_accuracy:.1%}")
@@ -322,6 +332,9 @@ def compare_command(
     ] = None,
     concurrency: Concurrency = None,
     max_rps: MaxRps = None,
+    cascade: CascadeOpt = None,
+    threshold: ThresholdOpt = None,
+    cache: CacheOpt = None,
     plot: Plot = True,
     quiet: Quiet = False,
     json_out: JsonOut = False,
@@ -332,17 +345,24 @@ def compare_command(
 
     Shared flags (`--key`, `--endpoint`…) go to every backend that takes them; give one backend its own
     values with `--opt BACKEND.KEY=VALUE` (e.g. `--opt onnx.model_path=export.zip`) or a `[BACKEND]` table
-    in `--config`. Writes `REPORT/<backend>/` per backend and `REPORT/comparison.json`.
+    in `--config`. Writes `REPORT/<backend>/` per backend and `REPORT/comparison.json`. `--cascade A,B`
+    adds the cascade of those backends as one more entry (`REPORT/cascade/`); `--cache FILE` puts every
+    entry behind that answer cache.
     """
     redact = options.redactor()
     with contextlib.ExitStack() as stack:
         with usage_errors(redact):
             _check_plot(plot)
             dataset = _load_dataset(dataset_dir, quiet=quiet)
-            specs = options.resolve(backends or [])
-            if len(specs) < 2:
+            routing = Routing.of(cascade, threshold, cache)
+            specs, stage_specs = routing.resolve(options, backends or [])
+            if len(specs) + bool(routing.stages) < 2:
                 raise ConfigurationError("compare needs two or more backends: --backend A --backend B")
-            clfs = [stack.enter_context(spec.create()) for spec in specs]
+            clfs = [stack.enter_context(routing.cached(spec.create())) for spec in specs]
+            if routing.stages:
+                cascade_spec, routed = routing.cascade(options, stage_specs)
+                specs.append(cascade_spec)
+                clfs.append(stack.enter_context(routed))
         results: dict[str, Metrics] = {}
         costs: dict[str, dict[str, Any]] = {}
         try:
@@ -363,6 +383,10 @@ def compare_command(
             raise _interrupted() from None
     latency_per = {spec.name: latency_basis(clf) for spec, clf in zip(specs, clfs, strict=True)}
     comparison = _comparison(results, dataset, latency_per, costs)
+    reports = {spec.name: usage_report(clf) for spec, clf in zip(specs, clfs, strict=True)}
+    for entry in comparison["backends"]:
+        if reports.get(entry["backend"]) is not None:
+            entry["routing"] = reports[entry["backend"]]
     (report / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
     if json_out:
         typer.echo(json.dumps(comparison))
@@ -378,6 +402,10 @@ def compare_command(
             markup=False,
             soft_wrap=True,
         )
+        for spec, clf in zip(specs, clfs, strict=True):
+            line = usage_line(clf)
+            if line is not None:
+                typer.echo(f"{spec.name}: {line}")
     raise typer.Exit(1 if any(m.failed for m in results.values()) else 0)
 
 

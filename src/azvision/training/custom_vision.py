@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -37,7 +38,7 @@ from typing_extensions import Self
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._cv_sdk import close_client
-from .._errors import ConfigurationError
+from .._errors import AzVisionError, ConfigurationError
 from .._retry import RetryPolicy, Throttle
 from ..datasets import Dataset
 from ._export import ExportsMixin
@@ -165,6 +166,10 @@ class CustomVisionTrainer(ExportsMixin, PublishingMixin, TrainingMixin, Projects
         key = secret_setting(self._prediction_key, arg="prediction_key", env=env["key"])
         from ..backends.custom_vision import CustomVisionBackend
 
+        if "labels" not in options and options.get("task", "classification") == "classification":
+            # The project's tags are the label space a Cascade checks; the prediction API cannot list them.
+            with contextlib.suppress(AzVisionError):
+                options["labels"] = sorted(self.tags(project_id, ()))
         backend: Classifier = CustomVisionBackend(endpoint, key, project_id, publish_name, **options)
         return backend
 

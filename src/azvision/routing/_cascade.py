@@ -1,0 +1,153 @@
+"""`Cascade`: ask the cheap classifier first, and the next one only for the images it is unsure of."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .._errors import AzVisionError, ConfigurationError
+from .._models import Prediction
+from .._protocol import Classifier
+from ._base import Router, Steps, add_notes
+from ._labels import folds_for, label_space, mismatch
+from ._policy import describe, moves_on
+
+__all__ = ["Cascade"]
+
+#: The threshold the docs recommend for an ONNX export in front of its own Custom Vision iteration.
+DEFAULT_THRESHOLD = 0.8
+
+
+class Cascade(Router):
+    """Ask the stages in order; the first answer at or above its stage's threshold is the answer.
+
+    The last stage always answers. ``threshold`` is one value for every stage but the last, or one per
+    stage but the last. A stage that fails with a service, connection, timeout or rate-limit error passes
+    the image on (the last stage's error is the outcome); a bad image or a refused key ends it at once.
+
+    Stages must answer in the same labels: where they say which (a ``labels`` attribute), a mismatch is
+    refused here, unless ``label_map`` folds a stage's labels into the others' (keyed by stage index or
+    name, ``{stage_label: shared_label}``, ``None`` drops a label); where they do not, each answer is
+    checked as it comes. ``labels`` fixes the shared label space explicitly.
+
+    `Prediction.backend` names the stage that answered; `Prediction.notes` says why (``"cascade: onnx
+    0.62 < 0.80 (below threshold), asked custom_vision"``). `stats` counts calls, final answers and
+    list-price cost per stage.
+
+    Example:
+        >>> from azvision import Cascade, OnnxBackend, CustomVisionBackend
+        >>> stages = [OnnxBackend("export.zip"), CustomVisionBackend()]  # doctest: +SKIP
+        >>> cascade = Cascade(stages, threshold=0.8)  # doctest: +SKIP
+        >>> p = cascade.classify("cat.jpg")  # doctest: +SKIP
+        >>> p.backend, p.notes  # doctest: +SKIP
+        ('onnx', ('cascade: onnx answered at 0.97 (threshold 0.80)',))
+    """
+
+    kind = "cascade"
+
+    def __init__(
+        self,
+        stages: Sequence[Classifier],
+        threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
+        *,
+        label_map: Mapping[int | str, Mapping[str, str | None]] | None = None,
+        labels: Sequence[str] | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        super().__init__(stages, concurrency=concurrency)
+        self.thresholds: tuple[float, ...] = _thresholds(threshold, len(self.members))
+        self._folds = folds_for(self.member_names, label_map)
+        self._space = self._check_labels(frozenset(labels) if labels is not None else None)
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The shared label space (sorted), when a stage or ``labels=`` says it."""
+        return tuple(sorted(self._space)) if self._space is not None else None
+
+    def _check_labels(self, given: frozenset[str] | None) -> frozenset[str] | None:
+        expected, reference = given, "the labels given"
+        problems = []
+        for name, member, fold in zip(self.member_names, self.members, self._folds, strict=True):
+            own = label_space(member)
+            if own is None:
+                continue
+            space = fold.space(own)
+            if expected is None:
+                expected, reference = space, name
+            elif space != expected:
+                problems.append(mismatch(name, space, expected, reference))
+        if problems:
+            raise ConfigurationError(
+                "the cascade's stages answer in different labels: "
+                + "; ".join(problems)
+                + ". Pass label_map={stage: {its_label: shared_label}} to fold them into one set"
+            )
+        return expected
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "thresholds": list(self.thresholds),
+            "label_map": [fold.mapping for fold in self._folds],
+            "labels": self.labels,
+        }
+
+    # -- one input --------------------------------------------------------------------------------
+    def _decide(self, index: int, outcome: Prediction | AzVisionError, notes: list[str]) -> Prediction | None:
+        """The answer, ``None`` to ask the next stage; raises the error that ends the input."""
+        name, last = self.member_names[index], index == len(self.members) - 1
+        if isinstance(outcome, AzVisionError):
+            self._count(index, "error")
+            if last or not moves_on(outcome):
+                raise outcome
+            notes.append(
+                f"cascade: {name} failed ({describe(outcome)}), asked {self.member_names[index + 1]}"
+            )
+            return None
+        prediction = self._folds[index].apply(outcome)
+        self._check_answer(name, prediction)
+        if last:
+            self._count(index, "answered")
+            return add_notes(prediction, f"cascade: answered by {name}", before=notes)
+        threshold = self.thresholds[index]
+        if prediction.confidence >= threshold:
+            self._count(index, "answered")
+            note = f"cascade: {name} answered at {prediction.confidence:.2f} (threshold {threshold:.2f})"
+            return add_notes(prediction, note, before=notes)
+        self._count(index, "passed")
+        notes.append(
+            f"cascade: {name} {prediction.confidence:.2f} < {threshold:.2f} (below threshold), "
+            f"asked {self.member_names[index + 1]}"
+        )
+        return None
+
+    def _check_answer(self, name: str, prediction: Prediction) -> None:
+        if self._space is not None and prediction.label is not None and prediction.label not in self._space:
+            raise ConfigurationError(
+                f"the cascade's stage {name} answered {prediction.label!r}, which is not one of the "
+                f"cascade's labels {sorted(self._space)}: pass label_map={{{name!r}: {{...}}}}",
+                backend=name,
+            )
+
+    def _steps(self) -> Steps:
+        notes: list[str] = []
+        for index in range(len(self.members)):
+            answer = self._decide(index, (yield index), notes)
+            if answer is not None:
+                return answer
+        raise AssertionError("the last stage always answers")  # pragma: no cover
+
+    def __repr__(self) -> str:
+        stages = ", ".join(repr(m) for m in self.members)
+        return f"Cascade([{stages}], threshold={list(self.thresholds)})"
+
+
+def _thresholds(threshold: float | Sequence[float], stages: int) -> tuple[float, ...]:
+    given = [threshold] * (stages - 1) if isinstance(threshold, int | float) else list(threshold)
+    if len(given) != stages - 1:
+        raise ConfigurationError(
+            f"threshold: give one value, or one per stage but the last ({stages - 1}); got {len(given)}"
+        )
+    for value in given:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise ConfigurationError(f"a cascade threshold must be a number in [0, 1], got {value!r}")
+    return tuple(float(v) for v in given)

@@ -1,0 +1,172 @@
+"""Routing rules without sockets: scripted backends on the real `BaseBackend` machinery, virtual time."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from azvision import (
+    AuthenticationError,
+    BackendTimeoutError,
+    CachedClassifier,
+    Cascade,
+    ConfigurationError,
+    CustomVisionBackend,
+    Fallback,
+    Label,
+    Prediction,
+    RateLimitError,
+    RetryPolicy,
+    ServiceError,
+)
+from azvision._images import ImageLimits, LoadedImage
+from azvision._retry import VirtualClock
+from azvision.backends._base import BaseBackend
+from azvision.routing import Usage, moves_on
+from azvision.routing._identity import identity
+
+from ..conftest import make_png
+
+Outcome = tuple[str, float] | BaseException
+
+
+class Scripted(BaseBackend):
+    """Answers (or fails) as scripted, one outcome per request; the last one repeats."""
+
+    name: ClassVar[str] = "scripted"
+    image_limits: ClassVar[ImageLimits] = ImageLimits(service="scripted", accepts_url=False)
+
+    def __init__(self, outcomes: Iterable[Outcome], *, name: str = "scripted", labels: tuple[str, ...] = ()):
+        super().__init__(retry=RetryPolicy(max_attempts=1))
+        self.name = name  # type: ignore[misc]
+        self.labels = labels or ("cat", "dog")
+        self._outcomes = deque(outcomes)
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def _predict(self, image: LoadedImage) -> Prediction:
+        with self._lock:
+            self.requests += 1
+            outcome = self._outcomes.popleft() if len(self._outcomes) > 1 else self._outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        label, confidence = outcome
+        return Prediction(labels=(Label(name=label, confidence=confidence),), backend=self.name)
+
+
+IMAGE = make_png()
+
+
+def test_which_errors_move_on() -> None:
+    assert moves_on(ServiceError("x", status_code=500)) and moves_on(RateLimitError("x", retry_after=1))
+    assert moves_on(BackendTimeoutError("x"))
+    assert not moves_on(AuthenticationError("x")) and not moves_on(ConfigurationError("x"))
+
+
+def test_a_cascade_stage_that_fails_passes_the_image_on_and_the_last_stages_error_is_the_outcome() -> None:
+    local = Scripted([ServiceError("onnxruntime failed", status_code=None)], name="onnx")
+    cloud = Scripted([("cat", 0.6)], name="custom_vision")
+    with Cascade([local, cloud], threshold=0.9) as cascade:
+        answer = cascade.classify(IMAGE)
+    assert answer.backend == "custom_vision"
+    assert answer.notes == (
+        "cascade: onnx failed (ServiceError), asked custom_vision",
+        "cascade: answered by custom_vision",
+    )
+    broken = Cascade(
+        [Scripted([("cat", 0.5)], name="onnx"), Scripted([ServiceError("down", status_code=503)])]
+    )
+    with broken, pytest.raises(ServiceError, match="down"):
+        broken.classify(IMAGE)
+    with Cascade([Scripted([AuthenticationError("bad key")]), Scripted([("cat", 1.0)])]) as refused:
+        with pytest.raises(AuthenticationError):
+            refused.classify(IMAGE)
+        assert refused.stats().stages[1].calls == 0
+
+
+def test_when_every_member_cools_down_the_input_fails_at_once_saying_when_one_is_back() -> None:
+    clock = VirtualClock(0.0)
+    a = Scripted([ServiceError("a down", status_code=500)], name="a")
+    b = Scripted([ServiceError("b down", status_code=503)], name="b")
+    with Fallback([a, b], cooldown_after=1, cooldown=30, clock=clock.now) as fallback:
+        with pytest.raises(ServiceError, match="b down"):
+            fallback.classify(IMAGE)
+        clock.sleep(5)
+        with pytest.raises(ServiceError) as caught:
+            fallback.classify(IMAGE)
+    assert caught.value.code == "AllBackendsCoolingDown"
+    assert caught.value.retry_after == pytest.approx(25.0)
+    assert "a (1 failures, last ServiceError, HTTP 500)" in str(caught.value)
+    assert (a.requests, b.requests) == (1, 1)
+
+
+def test_only_one_input_probes_a_member_whose_cool_down_ended() -> None:
+    clock = VirtualClock(0.0)
+    fallback = Fallback(
+        [Scripted([ServiceError("x", status_code=500)]), Scripted([("cat", 1.0)])], clock=clock.now
+    )
+    fallback._failed(0, ServiceError("x", status_code=500), probe=False)
+    fallback._failed(0, ServiceError("x", status_code=500), probe=False)
+    fallback._failed(0, ServiceError("x", status_code=500), probe=False)
+    assert fallback._verdict(0) == "skip"
+    clock.sleep(31)
+    assert fallback._verdict(0) == "probe"
+    assert fallback._verdict(0) == "skip"  # the probe is in flight
+    fallback._succeeded(0)
+    assert fallback._verdict(0) == "try"
+
+
+def test_an_interrupted_probe_frees_the_member_for_the_next_probe() -> None:
+    clock = VirtualClock(0.0)
+    primary = Scripted([ServiceError("down", status_code=500)], name="primary")
+    fallback = Fallback([primary, Scripted([("cat", 1.0)])], cooldown_after=1, cooldown=10, clock=clock.now)
+    with fallback:
+        assert fallback.classify(IMAGE).notes[0].startswith("fallback: primary failed")
+        clock.sleep(11)
+        primary._outcomes = deque([KeyboardInterrupt()])
+        with pytest.raises(KeyboardInterrupt):
+            fallback.classify(IMAGE)  # the probe, cut short by Ctrl-C
+        assert fallback._verdict(0) == "probe"  # not stuck "in flight" for ever
+
+
+def test_a_retry_after_longer_than_the_cool_down_is_kept() -> None:
+    clock = VirtualClock(0.0)
+    fallback = Fallback([Scripted([("cat", 1.0)]), Scripted([("cat", 1.0)])], cooldown=10, clock=clock.now)
+    fallback._failed(0, RateLimitError("quota", status_code=429, retry_after=120.0), probe=False)
+    assert fallback.health()[0].cooling_until == pytest.approx(120.0)
+
+
+def test_usage_adds_up_through_nesting_and_names_unpriced_backends() -> None:
+    inner = Fallback([Scripted([("cat", 1.0)], name="azure_ml"), Scripted([("cat", 1.0)])])
+    cascade = Cascade([Scripted([("cat", 0.1)], name="onnx"), inner], threshold=0.5)
+    with cascade:
+        list(cascade.classify_many([IMAGE] * 4))
+        usage = cascade.usage()
+    assert usage.calls == {"onnx": 4, "azure_ml": 4, "scripted": 0}
+    assert usage.unpriced == ("azure_ml",) and usage.cost_usd == 0.0
+    assert (Usage({"x": 1}, 0.5) + Usage({"x": 2}, 0.25)).to_dict()["calls"] == {"x": 3}
+
+
+def test_no_key_reaches_the_cache_key_repr_or_file(tmp_path: Path) -> None:
+    key = "k" * 32
+    cv = CustomVisionBackend(
+        "https://example.cognitiveservices.azure.com/", key, "0" * 8 + "-0000-0000-0000-" + "0" * 12, "prod"
+    )
+    assert key not in repr(identity(cv))
+    with CachedClassifier(Fallback([cv, Scripted([("cat", 1.0)])]), tmp_path / "c.sqlite") as cached:
+        assert key not in repr(cached) and key not in cached.name
+        assert key not in str(cached.cache_identity())
+        cached.classify(IMAGE)
+    assert key.encode() not in (tmp_path / "c.sqlite").read_bytes()
+
+
+def test_routers_refuse_what_is_not_a_classifier() -> None:
+    with pytest.raises(ConfigurationError, match="takes classifiers"):
+        Fallback(["custom_vision"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="at least one"):
+        Cascade([])
