@@ -1,0 +1,210 @@
+"""CustomVisionTrainer.export_dataset against the emulator: formats, resume, faults, bad input."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
+from msrest.authentication import ApiKeyCredentials
+from PIL import Image
+
+from azvision import ConfigurationError, CustomVisionTrainer, NotFoundError, RetryPolicy
+from azvision._demo_data import make_dataset
+from azvision.datasets import Dataset
+from azvision.emulator import Emulator
+
+SHAPES = ("circle", "square", "triangle")
+FAST_RETRY = RetryPolicy(max_attempts=12, backoff_base=0.01, backoff_max=0.2, deadline=60)
+IMAGE_ROUTE = "GET /customvision/_blobs/{projectId}/images/{imageId}"
+
+
+def make_trainer(emulator: Emulator, **options: object) -> CustomVisionTrainer:
+    return CustomVisionTrainer(
+        emulator.endpoint,
+        emulator.training_key,
+        prediction_resource_id=emulator.prediction_resource_id,
+        retry=FAST_RETRY,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def official_client(emulator: Emulator) -> CustomVisionTrainingClient:
+    credentials = ApiKeyCredentials(in_headers={"Training-key": emulator.training_key})
+    return CustomVisionTrainingClient(emulator.endpoint, credentials)
+
+
+def fill(emulator: Emulator, root: Path, name: str, *, per_class: int = 6, untagged: int = 1) -> Dataset:
+    """A project with ``per_class`` tagged images per shape and ``untagged`` images without a tag."""
+    data = make_dataset(root, classes=SHAPES, per_class=per_class, size=(64, 80), image_format="png")
+    with make_trainer(emulator) as trainer:
+        project = trainer.project(name)
+        assert trainer.upload(project, data).ok
+    client = official_client(emulator)
+    if untagged:
+        other = make_dataset(root / "untagged", classes=("star",), per_class=untagged, seed=99, size=(64, 80))
+        for item in other.items:
+            client.create_images_from_data(project.id, item.path.read_bytes())
+    return data
+
+
+def content_labels(data: Dataset) -> dict[str, tuple[str, ...]]:
+    return {hashlib.sha256(it.path.read_bytes()).hexdigest(): tuple(sorted(it.labels)) for it in data.items}
+
+
+def image_downloads(emulator: Emulator) -> int:
+    stats = httpx.get(
+        f"{emulator.endpoint}/_emulator/stats", headers={"Training-Key": emulator.training_key}, timeout=10
+    ).json()
+    return sum(stats.get(IMAGE_ROUTE, {}).values())
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    with Emulator(training_seconds=0.2) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def shapes(emu: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return fill(emu, tmp_path_factory.mktemp("shapes"), "shapes")
+
+
+def test_automl_export_writes_every_tagged_image_with_its_label(
+    emu: Emulator, shapes: Dataset, tmp_path: Path
+) -> None:
+    with make_trainer(emu) as trainer:
+        report = trainer.export_dataset("shapes", tmp_path / "out")
+    assert (report.tagged, report.exported, report.downloaded) == (18, 18, 18)
+    assert report.complete and report.task == "multiclass" and report.labels == SHAPES
+    assert [n.reason for n in report.not_exported] == ["untagged"]
+    assert report.files == ("annotations.jsonl", "MLTable")
+    lines = [json.loads(line) for line in (tmp_path / "out" / "annotations.jsonl").read_text().splitlines()]
+    assert len(lines) == 18
+    expected = content_labels(shapes)
+    for line in lines:
+        assert line["image_url"].startswith("images/") and line["image_details"]["format"] == "png"
+        data = (tmp_path / "out" / line["image_url"]).read_bytes()
+        width, height = Image.open(tmp_path / "out" / line["image_url"]).size
+        assert (
+            line["image_details"]["width"] == f"{width}px"
+            and line["image_details"]["height"] == f"{height}px"
+        )
+        assert expected[hashlib.sha256(data).hexdigest()] == (line["label"],)
+    mltable = (tmp_path / "out" / "MLTable").read_text()
+    assert "file: ./annotations.jsonl" in mltable and "stream_info" in mltable
+
+
+def test_validation_split_writes_two_mltable_folders(emu: Emulator, shapes: Dataset, tmp_path: Path) -> None:
+    with make_trainer(emu) as trainer:
+        report = trainer.export_dataset("shapes", tmp_path, validation_split=0.34, seed=3)
+    assert report.splits == {"train": 12, "validation": 6}
+    for split, count in report.splits.items():
+        lines = (tmp_path / split / "annotations.jsonl").read_text().splitlines()
+        assert len(lines) == count and (tmp_path / split / "MLTable").is_file()
+        urls = [json.loads(line)["image_url"] for line in lines]
+        assert all(url.startswith("../images/") and (tmp_path / split / url).is_file() for url in urls)
+        assert {json.loads(line)["label"] for line in lines} == set(SHAPES)  # stratified
+
+
+def test_folder_and_coco_formats(emu: Emulator, shapes: Dataset, tmp_path: Path) -> None:
+    with make_trainer(emu) as trainer:
+        folder = trainer.export_dataset("shapes", tmp_path / "folder", format="folder")
+        coco = trainer.export_dataset("shapes", tmp_path / "coco", format="coco")
+    assert folder.exported == coco.exported == 18
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir() if not p.name.startswith(".")) == list(
+        SHAPES
+    )
+    document = json.loads((tmp_path / "coco" / "coco.json").read_text())
+    assert [c["name"] for c in document["categories"]] == list(SHAPES)
+    assert len(document["images"]) == len(document["annotations"]) == 18
+
+
+def test_an_interrupted_export_resumes_without_writing_an_image_twice(emu: Emulator, tmp_path: Path) -> None:
+    fill(emu, tmp_path / "data", "resume", per_class=8, untagged=0)
+    before = image_downloads(emu)
+    seen: list[int] = []
+
+    def stop_after_ten(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 10:
+            raise KeyboardInterrupt
+
+    with make_trainer(emu, upload_concurrency=2) as trainer:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.export_dataset("resume", tmp_path / "out", progress=stop_after_ten)
+        assert not (tmp_path / "out" / "annotations.jsonl").exists()
+        for path in (tmp_path / "out" / "images").iterdir():  # only whole images under final names
+            if not path.name.startswith("."):
+                Image.open(path).verify()
+        report = trainer.export_dataset("resume", tmp_path / "out")
+    assert report.exported == report.tagged == 24 and report.downloaded < 24
+    assert image_downloads(emu) - before == 24  # every image downloaded once over both runs
+    assert not [p for p in (tmp_path / "out" / "images").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.azvision_emulator(fail_rate=0.15, drop_rate=0.1, rate_limit_tps=8, seed=5)
+def test_faults_lose_nothing(azvision_emulator: Emulator, tmp_path: Path) -> None:
+    faulty = azvision_emulator
+    data = make_dataset(tmp_path / "data", classes=SHAPES, per_class=10, size=(64, 80), image_format="png")
+    with make_trainer(faulty) as trainer:
+        project = trainer.project("faulty")
+        assert trainer.upload(project, data).ok
+        tagged = official_client(faulty).get_tagged_image_count(project.id)
+        report = trainer.export_dataset("faulty", tmp_path / "out", format="folder")
+    assert report.exported == tagged == 30 and not report.not_exported
+    assert Dataset.from_folder(tmp_path / "out").counts() == dict.fromkeys(SHAPES, 10)
+
+
+def test_unknown_and_empty_projects(emu: Emulator, tmp_path: Path) -> None:
+    with make_trainer(emu) as trainer:
+        with pytest.raises(NotFoundError, match="'no-such-project'"):
+            trainer.export_dataset("no-such-project", tmp_path / "a")
+        trainer.project("empty")
+        report = trainer.export_dataset("empty", tmp_path / "b")
+        assert report.empty and not report.files
+        with pytest.raises(ConfigurationError, match="unknown export format"):
+            trainer.export_dataset("empty", tmp_path / "c", format="yolo")
+        with pytest.raises(ConfigurationError, match="validation_split"):
+            trainer.export_dataset("empty", tmp_path / "c", validation_split=1.5)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_unwritable_folder_and_full_disk(
+    emu: Emulator, shapes: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with make_trainer(emu) as trainer:
+        with pytest.raises(ConfigurationError, match="is a file"):
+            trainer.export_dataset("shapes", blocker)
+        with pytest.raises(ConfigurationError, match="cannot write the export"):
+            trainer.export_dataset("shapes", blocker / "inside")
+
+        real_replace = os.replace
+        calls = [0]
+
+        def disk_fills_up(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+            calls[0] += 1
+            if calls[0] > 6:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", disk_fills_up)
+        trainer.upload_concurrency = 1
+        with pytest.raises(ConfigurationError, match="No space left on device"):
+            trainer.export_dataset("shapes", tmp_path / "out")
+        monkeypatch.setattr(os, "replace", real_replace)
+        written = [p for p in (tmp_path / "out" / "images").iterdir() if not p.name.startswith(".")]
+        assert 0 < len(written) <= 6
+        for path in written:
+            Image.open(path).verify()  # what was written stays valid
+        assert not (tmp_path / "out" / "annotations.jsonl").exists()
+        report = trainer.export_dataset("shapes", tmp_path / "out")
+    assert report.exported == 18 and report.downloaded == 18 - len(written)
