@@ -208,3 +208,96 @@ def test_unwritable_folder_and_full_disk(
         assert not (tmp_path / "out" / "annotations.jsonl").exists()
         report = trainer.export_dataset("shapes", tmp_path / "out")
     assert report.exported == 18 and report.downloaded == 18 - len(written)
+
+
+# -- round trips: export, re-import, same images (by content) and labels ---------------------------------
+def test_round_trips_give_back_the_same_images_and_labels(
+    emu: Emulator, shapes: Dataset, tmp_path: Path
+) -> None:
+    expected = content_labels(shapes)
+    with make_trainer(emu) as trainer:
+        trainer.export_dataset("shapes", tmp_path / "automl")
+        trainer.export_dataset("shapes", tmp_path / "split", validation_split=0.3)
+        trainer.export_dataset("shapes", tmp_path / "folder", format="folder")
+        trainer.export_dataset("shapes", tmp_path / "coco", format="coco")
+    assert content_labels(Dataset.from_automl_jsonl(tmp_path / "automl" / "annotations.jsonl")) == expected
+    assert content_labels(Dataset.from_automl_jsonl(tmp_path / "automl")) == expected  # the MLTable folder
+    train = Dataset.from_automl_jsonl(tmp_path / "split" / "train" / "MLTable")
+    validation = Dataset.from_automl_jsonl(tmp_path / "split" / "validation")
+    assert {**content_labels(train), **content_labels(validation)} == expected
+    assert len(train) + len(validation) == 18
+    reimported = Dataset.from_folder(tmp_path / "folder")
+    assert content_labels(reimported) == expected
+    assert [s.path for s in reimported.skipped] == [".azvision-export.json"]
+    assert content_labels(Dataset.from_coco(tmp_path / "coco" / "coco.json")) == expected
+
+
+def test_multilabel_round_trip(emu: Emulator, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", classes=SHAPES, per_class=5, size=(64, 80), image_format="png")
+    rows = ["path,labels"] + [
+        f"{it.path.relative_to(tmp_path / 'data').as_posix()},{it.label};{'odd' if n % 2 else 'even'}"
+        for n, it in enumerate(data.items)
+    ]
+    (tmp_path / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
+    tagged = Dataset.from_manifest(tmp_path / "data" / "labels.csv")
+    assert tagged.multilabel
+    with make_trainer(emu) as trainer:
+        assert trainer.upload(trainer.project("multi", multilabel=True), tagged).ok
+        report = trainer.export_dataset("multi", tmp_path / "automl")
+        coco = trainer.export_dataset("multi", tmp_path / "coco", format="coco")
+        with pytest.raises(ConfigurationError, match="multilabel"):
+            trainer.export_dataset("multi", tmp_path / "folder", format="folder")
+    assert report.task == "multilabel" and report.exported == coco.exported == 15
+    first = json.loads((tmp_path / "automl" / "annotations.jsonl").read_text().splitlines()[0])
+    assert isinstance(first["label"], list) and len(first["label"]) == 2
+    back = Dataset.from_automl_jsonl(tmp_path / "automl")
+    assert back.multilabel and content_labels(back) == content_labels(tagged)
+    assert content_labels(Dataset.from_coco(tmp_path / "coco" / "coco.json")) == content_labels(tagged)
+
+
+def test_detection_projects_export_their_regions(emu: Emulator, tmp_path: Path) -> None:
+    from azure.cognitiveservices.vision.customvision.training.models import (
+        ImageFileCreateBatch,
+        ImageFileCreateEntry,
+        Region,
+    )
+
+    from azvision._dataset_formats import read_automl_jsonl
+
+    client = official_client(emu)
+    project = client.create_project("objects", domain_id="a27d5ca5-bb19-49d8-a70a-fec086c47f5b")
+    ball, box = client.create_tag(project.id, "ball"), client.create_tag(project.id, "box")
+    data = make_dataset(
+        tmp_path / "data", classes=("circle",), per_class=4, size=(64, 80), image_format="png"
+    )
+    truth: dict[str, list[tuple[str, float, float, float, float]]] = {}
+    entries = []
+    for n, item in enumerate(data.items):
+        boxes = [("ball", 0.1, round(0.1 * n, 6), 0.25, 0.3), ("box", 0.5, 0.4, 0.5, 0.5)][: 1 + n % 2]
+        tags = {"ball": ball.id, "box": box.id}
+        regions = [Region(tag_id=tags[t], left=x, top=y, width=w, height=h) for t, x, y, w, h in boxes]
+        raw = item.path.read_bytes()
+        truth[hashlib.sha256(raw).hexdigest()] = sorted(boxes)
+        entries.append(ImageFileCreateEntry(name=item.path.name, contents=raw, regions=regions))
+    assert client.create_images_from_files(
+        project.id, ImageFileCreateBatch(images=entries)
+    ).is_batch_successful
+    with make_trainer(emu) as trainer:
+        report = trainer.export_dataset("objects", tmp_path / "automl")
+        coco = trainer.export_dataset("objects", tmp_path / "coco", format="coco")
+        with pytest.raises(ConfigurationError, match="detection"):
+            trainer.export_dataset("objects", tmp_path / "folder", format="folder")
+    assert report.task == "detection" and report.exported == coco.exported == 4
+    found = {}
+    for record in read_automl_jsonl(tmp_path / "automl"):
+        assert record.problem is None and record.path is not None
+        boxes = [(b.label, b.left, b.top, b.width, b.height) for b in record.boxes]
+        found[hashlib.sha256(record.path.read_bytes()).hexdigest()] = sorted(
+            (t, round(x, 6), round(y, 6), round(w, 6), round(h, 6)) for t, x, y, w, h in boxes
+        )
+    assert found == truth
+    document = json.loads((tmp_path / "coco" / "coco.json").read_text())
+    assert len(document["annotations"]) == 6
+    first = document["images"][0]
+    pixel_boxes = [a["bbox"] for a in document["annotations"] if a["image_id"] == first["id"]]
+    assert all(x >= 0 and x + w <= first["width"] and y + h <= first["height"] for x, y, w, h in pixel_boxes)
