@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ class AutomlRecord:
         return bool(self.boxes)
 
 
-def annotation_files(path: str | Path) -> list[Path]:
+def annotation_files(path: str | os.PathLike[str]) -> list[Path]:
     """The JSONL files behind ``path``: the file itself, or those an ``MLTable`` (file or folder) lists.
 
     Example:
@@ -178,7 +179,9 @@ def annotation_files(path: str | Path) -> list[Path]:
     return files
 
 
-def read_automl_jsonl(path: str | Path, *, root: str | Path | None = None) -> list[AutomlRecord]:
+def read_automl_jsonl(
+    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> list[AutomlRecord]:
     """Every line of an AutoML-for-images JSONL file (or of the files an ``MLTable`` lists), in order.
 
     Example:
@@ -241,7 +244,9 @@ def _box(raw: dict[str, Any]) -> AutomlBox:
     return AutomlBox(str(raw["label"]), left, top, right - left, bottom - top)
 
 
-def read_coco_labels(json_path: str | Path, images_dir: str | Path | None = None) -> Iterator[Row]:
+def read_coco_labels(
+    json_path: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None = None
+) -> Iterator[Row]:
     """``(where, image path, labels, problem)`` per image of a COCO file, for classification data sets.
 
     Each annotation's ``category_id`` gives the image a label (boxes, if any, are ignored). Image paths
