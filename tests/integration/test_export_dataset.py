@@ -301,3 +301,34 @@ def test_detection_projects_export_their_regions(emu: Emulator, tmp_path: Path) 
     first = document["images"][0]
     pixel_boxes = [a["bbox"] for a in document["annotations"] if a["image_id"] == first["id"]]
     assert all(x >= 0 and x + w <= first["width"] and y + h <= first["height"] for x, y, w, h in pixel_boxes)
+
+
+def test_with_exports_downloads_every_trained_iteration_so_the_model_runs_offline(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    from azvision import OnnxBackend
+
+    data = make_dataset(tmp_path / "data", classes=SHAPES, per_class=8, size=(96, 96), image_format="png")
+    held_out = make_dataset(tmp_path / "test", classes=SHAPES, per_class=2, seed=7, size=(96, 96))
+    with make_trainer(emu) as trainer:
+        first = trainer.train_from_folder(data, project="models", domain="General (compact)")
+        extra = make_dataset(
+            tmp_path / "data", classes=SHAPES, per_class=9, size=(96, 96), image_format="png"
+        )
+        second = trainer.train_from_folder(extra, project="models", domain="General (compact)")
+        assert first.iteration.id != second.iteration.id
+        report = trainer.export_dataset("models", tmp_path / "out", with_exports=True)
+        again = trainer.export_dataset("models", tmp_path / "out", with_exports=True)  # resumes
+        trainer.train_from_folder(data, project="not-compact")
+        plain = trainer.export_dataset("not-compact", tmp_path / "plain", with_exports=True)
+    assert report.complete and [(m.platform, m.ok) for m in report.models] == [("ONNX", True)] * 2
+    assert again.models == report.models and again.downloaded == 0
+    assert [m.ok for m in plain.models] == [False] and "not exportable" in (plain.models[0].error or "")
+    for model in report.models:
+        folder = tmp_path / "out" / (model.folder or "")
+        assert (folder / "model.onnx").is_file() and (folder / "labels.txt").is_file()
+    newest = tmp_path / "out" / (report.models[0].folder or "")
+    with OnnxBackend(newest) as clf:
+        outcomes = list(clf.classify_many([str(it.path) for it in held_out.items]))
+    right = sum(o.label == it.label for o, it in zip(outcomes, held_out.items, strict=True))
+    assert right >= 5  # of 6: the exported model keeps working without the service
