@@ -85,3 +85,30 @@ def test_a_wrong_key_is_exit_2_and_never_echoed(emulator: Emulator, tmp_path: Pa
         secret,
     )
     assert code == 2 and secret not in stdout + stderr
+
+
+def test_compare_gate_custom_vision_against_its_onnx_export(emulator: Emulator, tmp_path: Path) -> None:
+    """The migration's measure-first step, for real: the service baseline, its exported model, the gate."""
+    data = make_dataset(tmp_path / "train", classes=("circle", "star"), per_class=8, size=(96, 96))
+    make_dataset(tmp_path / "test", classes=("circle", "star"), per_class=4, seed=5, size=(96, 96))
+    with CustomVisionTrainer(
+        emulator.endpoint, emulator.training_key, prediction_resource_id=emulator.prediction_resource_id
+    ) as trainer:
+        result = trainer.train_from_folder(
+            data, project="gate", publish_name="prod", export_dir=tmp_path / "onnx"
+        )
+    report = tmp_path / "report"
+    outcome = CliRunner().invoke(app, [
+        "compare", str(tmp_path / "test"), "--baseline", "custom_vision", "--backend", "onnx",
+        "--endpoint", emulator.endpoint, "--key", emulator.prediction_key, "--project-id", result.project.id,
+        "--iteration", "prod", "--opt", f"onnx.model_path={tmp_path / 'onnx'}", "--max-drop", "0.1",
+        "--report", str(report), "--no-plot",
+    ])  # fmt: skip
+    assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
+    verdict = json.loads((report / "comparison.json").read_text())["gate"]
+    rows = {row["backend"]: row for row in verdict["rows"]}
+    assert verdict["passed"] and rows["onnx"]["images"] == 8
+    assert rows["custom_vision"]["cost_per_1000_images_usd"] == 2.0
+    assert rows["onnx"]["cost_per_1000_images_usd"] == 0.0
+    assert abs(rows["onnx"]["difference"]) <= 0.1  # the export answers as the service does
+    assert "against the baseline custom_vision" in " ".join(outcome.stdout.split())

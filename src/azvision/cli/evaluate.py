@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,16 @@ from .._protocol import Classifier
 from ..datasets import Dataset
 from ..evaluation import Metrics, evaluate, write_report
 from ._diagnose import FailureTally, backend_endpoint
+from ._gate_report import (
+    Baseline,
+    Bootstrap,
+    MaxDrop,
+    Seed,
+    gate_failure,
+    gate_report,
+    gate_table,
+    with_baseline,
+)
 from ._options import (
     BackendName,
     BackendOptions,
@@ -163,7 +174,9 @@ def _run(
     max_rps: float | None,
     plot: bool,
     bar: bool,
+    correct: list[bool | None] | None = None,
 ) -> Metrics:
+    """Evaluate one backend into ``report``; ``correct`` collects each image's outcome (``None``: failed)."""
     report.mkdir(parents=True, exist_ok=True)
     tally = FailureTally()
     with (
@@ -177,6 +190,8 @@ def _run(
             record = result_record(str(image), outcome, spec.name, redact)
             writer.write({**record, "expected": truth})
             advance(isinstance(outcome, Prediction))
+            if correct is not None:
+                correct.append(outcome.label == truth if isinstance(outcome, Prediction) else None)
 
         metrics = evaluate(clf, dataset, concurrency=concurrency, max_rps=max_rps, on_outcome=on_outcome)
     extra = {
@@ -278,6 +293,10 @@ def compare_command(
     plot: Plot = True,
     quiet: Quiet = False,
     json_out: JsonOut = False,
+    baseline: Baseline = None,
+    max_drop: MaxDrop = None,
+    bootstrap: Bootstrap = 2000,
+    seed: Seed = 0,
     *,
     options: BackendOptions,
 ) -> None:
@@ -286,20 +305,28 @@ def compare_command(
     Shared flags (`--key`, `--endpoint`…) go to every backend that takes them; give one backend its own
     values with `--opt BACKEND.KEY=VALUE` (e.g. `--opt onnx.model_path=export.zip`) or a `[BACKEND]` table
     in `--config`. Writes `REPORT/<backend>/` per backend and `REPORT/comparison.json`.
+
+    The migration gate: with `--baseline NAME` each other backend is shown with its accuracy difference
+    from the baseline, a 95 % bootstrap interval of it and the cost per 1,000 images; with `--max-drop D`
+    the exit status is 3 when any backend's accuracy is more than D below the baseline's.
     """
     redact = options.redactor()
     with contextlib.ExitStack() as stack:
         with usage_errors(redact):
             _check_plot(plot)
             dataset = _load_dataset(dataset_dir, quiet=quiet)
-            specs = options.resolve(backends or [])
+            specs = options.resolve(with_baseline(backends or [], baseline, max_drop))
             if len(specs) < 2:
                 raise ConfigurationError("compare needs two or more backends: --backend A --backend B")
             clfs = [stack.enter_context(spec.create()) for spec in specs]
         results: dict[str, Metrics] = {}
+        outcomes: dict[str, list[bool | None]] = {}
+        elapsed: dict[str, float] = {}
         try:
             with usage_errors(redact):
                 for spec, clf in zip(specs, clfs, strict=True):
+                    started = time.perf_counter()
+                    outcomes[spec.name] = []
                     results[spec.name] = _run(
                         spec,
                         clf,
@@ -310,16 +337,36 @@ def compare_command(
                         max_rps=max_rps,
                         plot=plot,
                         bar=not quiet and stderr_is_tty(),
+                        correct=outcomes[spec.name],
                     )
+                    elapsed[spec.name] = time.perf_counter() - started
         except KeyboardInterrupt:
             raise _interrupted() from None
     latency_per = {spec.name: latency_basis(clf) for spec, clf in zip(specs, clfs, strict=True)}
     comparison = _comparison(results, dataset, latency_per)
+    verdict = None
+    if baseline is not None:
+        verdict = gate_report(
+            specs,
+            results,
+            outcomes,
+            elapsed,
+            baseline=baseline,
+            max_drop=max_drop,
+            resamples=bootstrap,
+            seed=seed,
+        )
+        comparison["gate"] = verdict.to_dict()
     (report / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
     if json_out:
         typer.echo(json.dumps(comparison))
     elif not quiet:
         Console().print(comparison_table(results, latency_per))
+        if verdict is not None:
+            Console().print(gate_table(verdict))
+    if verdict is not None and not verdict.passed:
+        error_line(gate_failure(verdict))
+        raise typer.Exit(3)
     raise typer.Exit(1 if any(m.failed for m in results.values()) else 0)
 
 
