@@ -53,6 +53,7 @@ def test_json_summary_and_a_rerun_that_resumes(env: Emulator, tmp_path: Path) ->
         "train/MLTable",
         "validation/annotations.jsonl",
         "validation/MLTable",
+        "automl-job.yml",
     ]
     code, stdout, _ = run(*args)
     assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["downloaded"] == 0

@@ -84,7 +84,7 @@ def test_automl_export_writes_every_tagged_image_with_its_label(
     assert (report.tagged, report.exported, report.downloaded) == (18, 18, 18)
     assert report.complete and report.task == "multiclass" and report.labels == SHAPES
     assert [n.reason for n in report.not_exported] == ["untagged"]
-    assert report.files == ("annotations.jsonl", "MLTable")
+    assert report.files == ("annotations.jsonl", "MLTable", "automl-job.yml")
     lines = [json.loads(line) for line in (tmp_path / "out" / "annotations.jsonl").read_text().splitlines()]
     assert len(lines) == 18
     expected = content_labels(shapes)
@@ -332,3 +332,18 @@ def test_with_exports_downloads_every_trained_iteration_so_the_model_runs_offlin
         outcomes = list(clf.classify_many([str(it.path) for it in held_out.items]))
     right = sum(o.label == it.label for o, it in zip(outcomes, held_out.items, strict=True))
     assert right >= 5  # of 6: the exported model keeps working without the service
+
+
+def test_the_automl_job_yaml_loads_with_azure_ai_ml_and_points_at_the_export(
+    emu: Emulator, shapes: Dataset, tmp_path: Path
+) -> None:
+    ml = pytest.importorskip("azure.ai.ml")
+    with make_trainer(emu) as trainer:
+        trainer.export_dataset("shapes", tmp_path / "one")
+        trainer.export_dataset("shapes", tmp_path / "two", validation_split=0.3)
+    whole = ml.load_job(tmp_path / "one" / "automl-job.yml")
+    assert type(whole).__name__ == "ImageClassificationJob" and whole.target_column_name == "label"
+    assert (tmp_path / "one" / whole.training_data.path / "MLTable").is_file()
+    split = ml.load_job(tmp_path / "two" / "automl-job.yml")
+    for data in (split.training_data, split.validation_data):
+        assert data.type == "mltable" and (tmp_path / "two" / data.path / "MLTable").is_file()

@@ -83,3 +83,22 @@ def test_coco_classification_reader(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("[1, 2]")
     with pytest.raises(ConfigurationError, match="not a COCO file"):
         Dataset.from_coco(tmp_path / "broken.json")
+
+
+@pytest.mark.parametrize(
+    ("task", "kind"),
+    [
+        ("multiclass", "ImageClassificationJob"),
+        ("multilabel", "ImageClassificationMultilabelJob"),
+        ("detection", "ImageObjectDetectionJob"),
+    ],
+)
+def test_the_automl_job_of_every_task_loads_offline(task: str, kind: str, tmp_path: Path) -> None:
+    ml = pytest.importorskip("azure.ai.ml")
+    from azvision.training._dataset_writers import automl_job_yaml
+
+    (tmp_path / "job.yml").write_text(automl_job_yaml(task, 'my "odd" project: v2', split=True))  # type: ignore[arg-type]
+    job = ml.load_job(tmp_path / "job.yml")
+    assert type(job).__name__ == kind and job.compute == "gpu-cluster"
+    assert (job.training_data.path, job.validation_data.path) == ("./train", "./validation")
+    assert job.experiment_name == "my-odd-project-v2-automl"

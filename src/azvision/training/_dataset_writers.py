@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ from ._export_models import ExportedImage, Task
 
 __all__ = [
     "ANNOTATIONS",
+    "JOB_FILE",
+    "automl_job_yaml",
     "automl_line",
     "coco_document",
     "mltable_text",
@@ -39,6 +42,13 @@ __all__ = [
 
 #: The AutoML JSONL file in each MLTable folder.
 ANNOTATIONS = "annotations.jsonl"
+#: The Azure ML AutoML job written next to an AutoML export.
+JOB_FILE = "automl-job.yml"
+_JOBS = {  # task: (AutoML task, schema name, primary metric)
+    "multiclass": ("image_classification", "autoMLImageClassificationJob", "accuracy"),
+    "multilabel": ("image_classification_multilabel", "autoMLImageClassificationMultilabelJob", "iou"),
+    "detection": ("image_object_detection", "autoMLImageObjectDetectionJob", "mean_average_precision"),
+}
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -122,6 +132,40 @@ def mltable_text(jsonl_name: str = ANNOTATIONS) -> str:
     )
 
 
+def automl_job_yaml(task: Task, name: str, *, split: bool) -> str:
+    """An Azure ML AutoML-for-images job (``az ml job create --file``) on the exported MLTable folders.
+
+    ``compute`` is a placeholder for your GPU cluster. Without a split, AutoML holds out its own
+    validation share of the one table.
+
+    Example:
+        >>> print(automl_job_yaml("multiclass", "flowers", split=False).splitlines()[5])
+        task: image_classification
+    """
+    automl_task, schema, metric = _JOBS[task]
+    data = (
+        "training_data:\n  type: mltable\n  path: ./train\n"
+        "validation_data:\n  type: mltable\n  path: ./validation\n"
+        if split
+        else "training_data:\n  type: mltable\n  path: .\n"
+    )
+    experiment = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "custom-vision"
+    return (
+        f"$schema: https://azuremlsdkschemas.azureedge.net/latest/{schema}.schema.json\n"
+        "type: automl\n"
+        f"experiment_name: {experiment}-automl\n"
+        f"description: {json.dumps(f'{automl_task} on Custom Vision project {name}, exported by azvision')}\n"
+        "compute: azureml:gpu-cluster  # your GPU compute cluster\n"
+        f"task: {automl_task}\n"
+        "log_verbosity: info\n"
+        f"primary_metric: {metric}\n"
+        "target_column_name: label\n"
+        f"{data}"
+        "limits:\n  timeout_minutes: 120\n  max_trials: 1\n  max_concurrent_trials: 1\n"
+        "training_parameters:\n  early_stopping: true\n  evaluation_frequency: 1\n"
+    )
+
+
 def _parts(
     images: Sequence[ExportedImage], splits: Mapping[str, Sequence[ExportedImage]] | None
 ) -> dict[str, Sequence[ExportedImage]]:
@@ -133,12 +177,15 @@ def write_automl(
     images: Sequence[ExportedImage],
     task: Task,
     splits: Mapping[str, Sequence[ExportedImage]] | None = None,
+    *,
+    name: str = "custom-vision",
 ) -> list[str]:
-    """``annotations.jsonl`` + ``MLTable`` in ``out_dir`` (or one folder per split); returns the files.
+    """``annotations.jsonl`` + ``MLTable`` in ``out_dir`` (or one folder per split) and the AutoML job
+    YAML; returns the files.
 
     Example:
         >>> write_automl(Path("out"), images, "multiclass")  # doctest: +SKIP
-        ['annotations.jsonl', 'MLTable']
+        ['annotations.jsonl', 'MLTable', 'automl-job.yml']
     """
     written = []
     for name, members in _parts(images, splits).items():
@@ -151,7 +198,8 @@ def write_automl(
         write_text_atomic(folder / "MLTable", mltable_text())
         prefix = f"{name}/" if name else ""
         written += [f"{prefix}{ANNOTATIONS}", f"{prefix}MLTable"]
-    return written
+    write_text_atomic(out_dir / JOB_FILE, automl_job_yaml(task, name, split=bool(splits)))
+    return [*written, JOB_FILE]
 
 
 def coco_document(

@@ -78,7 +78,8 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
     ) -> DatasetExport:
         """Export every tagged image of ``project`` (name, id or :class:`ProjectInfo`) into ``out_dir``.
 
-        ``format``: ``"automl"`` (AutoML-for-images ``annotations.jsonl`` + ``MLTable``), ``"coco"``
+        ``format``: ``"automl"`` (AutoML-for-images ``annotations.jsonl`` + ``MLTable``, and an Azure ML
+        job ``automl-job.yml`` that trains on them), ``"coco"``
         (``coco.json``) or ``"folder"`` (one sub-folder per label; multi-class projects only). Images go
         to ``out_dir/images/`` (``out_dir/<label>/`` for ``folder``), named by their Custom Vision image
         id. ``validation_split`` (automl, coco) also writes a seeded, stratified train/validation pair
@@ -132,7 +133,7 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
         untagged = [NotExported(image_id=i, reason="untagged") for i in self._untagged_ids(info.id)]
         labels = tuple(sorted({label for image in images for label in image.labels}))
         splits = _split(images, target, validation_split, seed) if validation_split else None
-        files = _write_annotations(target, chosen, images, task, labels, splits)
+        files = _write_annotations(target, chosen, images, task, labels, splits, info.name)
         models = download_model_exports(self, info.id, target / "models") if with_exports else []
         return report.model_copy(
             update={
@@ -378,10 +379,11 @@ def _write_annotations(
     task: Task,
     labels: tuple[str, ...],
     splits: dict[str, list[ExportedImage]] | None,
+    name: str,
 ) -> list[str]:
     try:
         if chosen == "automl":
-            return write_automl(target, images, task, splits)
+            return write_automl(target, images, task, splits, name=name)
         if chosen == "coco":
             return write_coco(target, images, task, labels, splits)
     except OSError as exc:
