@@ -16,7 +16,7 @@ Example:
     ...         "bottomX": 0.5, "bottomY": 0.6, "isCrowd": 0}]}
     >>> _ = (folder / "annotations.jsonl").write_text(json.dumps(line) + "\\n")
     >>> record = read_automl_jsonl(folder / "annotations.jsonl")[0]
-    >>> record.path.name, record.boxes[0].label, round(record.boxes[0].width, 3)
+    >>> record.path.name, record.boxes[0].label, round(record.boxes[0].box.width, 3)
     ('a.png', 'ball', 0.4)
 """
 
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._models import BoundingBox
 
 __all__ = [
     "AutomlBox",
@@ -114,18 +115,15 @@ def _unique(labels: Iterable[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class AutomlBox:
-    """One object-detection label of an AutoML line: ``left``, ``top``, ``width``, ``height`` in [0, 1].
+    """One object-detection label of an AutoML line: its label and its normalised box.
 
     Example:
-        >>> AutomlBox("ball", 0.1, 0.2, 0.3, 0.4).label
-        'ball'
+        >>> AutomlBox("ball", BoundingBox(left=0.1, top=0.2, width=0.3, height=0.4)).box.right
+        0.4
     """
 
     label: str
-    left: float
-    top: float
-    width: float
-    height: float
+    box: BoundingBox
 
 
 @dataclass(frozen=True)
@@ -241,7 +239,9 @@ def _box(raw: dict[str, Any]) -> AutomlBox:
     right, bottom = float(raw["bottomX"]), float(raw["bottomY"])
     if not 0.0 <= left < right <= 1.0 or not 0.0 <= top < bottom <= 1.0:
         raise ValueError(f"({left}, {top}, {right}, {bottom}) is not a box inside [0, 1]")
-    return AutomlBox(str(raw["label"]), left, top, right - left, bottom - top)
+    return AutomlBox(
+        str(raw["label"]), BoundingBox(left=left, top=top, width=right - left, height=bottom - top)
+    )
 
 
 def read_coco_labels(

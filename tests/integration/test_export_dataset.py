@@ -291,7 +291,7 @@ def test_detection_projects_export_their_regions(emu: Emulator, tmp_path: Path) 
     found = {}
     for record in read_automl_jsonl(tmp_path / "automl"):
         assert record.problem is None and record.path is not None
-        boxes = [(b.label, b.left, b.top, b.width, b.height) for b in record.boxes]
+        boxes = [(b.label, b.box.left, b.box.top, b.box.width, b.box.height) for b in record.boxes]
         found[hashlib.sha256(record.path.read_bytes()).hexdigest()] = sorted(
             (t, round(x, 6), round(y, 6), round(w, 6), round(h, 6)) for t, x, y, w, h in boxes
         )

@@ -53,8 +53,8 @@ def test_mltable_folders_and_detection_files(tmp_path: Path) -> None:
     (tmp_path / "MLTable").write_text(mltable_text())
     good, broken = read_automl_jsonl(tmp_path)  # the folder's MLTable lists the JSONL
     assert good.detection and good.labels == ("ball",)
-    assert (good.boxes[0].left, good.boxes[0].top) == (0.1, 0.2)
-    assert (round(good.boxes[0].width, 6), round(good.boxes[0].height, 6)) == (0.5, 0.5)
+    assert (good.boxes[0].box.left, good.boxes[0].box.top) == (0.1, 0.2)
+    assert (round(good.boxes[0].box.width, 6), round(good.boxes[0].box.height, 6)) == (0.5, 0.5)
     assert broken.problem is not None and "not a box" in broken.problem
     with pytest.raises(ConfigurationError, match=r"DetectionDataset\.from_automl_jsonl"):
         Dataset.from_automl_jsonl(tmp_path)

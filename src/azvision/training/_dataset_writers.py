@@ -75,7 +75,8 @@ def automl_line(image: ExportedImage, task: Task, image_url: str) -> dict[str, A
 
     Example:
         >>> from azvision.training._export_models import ExportedRegion
-        >>> box = ExportedRegion(label="ball", left=0.1, top=0.2, width=0.3, height=0.4)
+        >>> from azvision import BoundingBox
+        >>> box = ExportedRegion(label="ball", box=BoundingBox(left=0.1, top=0.2, width=0.3, height=0.4))
         >>> image = ExportedImage(id="i", file="images/i.jpg", sha256="x", width=4, height=3,
         ...                       labels=("ball",), regions=(box,))
         >>> automl_line(image, "detection", "images/i.jpg")["label"][0]["bottomX"]
@@ -86,10 +87,10 @@ def automl_line(image: ExportedImage, task: Task, image_url: str) -> dict[str, A
         label = [
             {
                 "label": r.label,
-                "topX": r.left,
-                "topY": r.top,
-                "bottomX": r.right,
-                "bottomY": r.bottom,
+                "topX": r.box.left,
+                "topY": r.box.top,
+                "bottomX": r.box.right,
+                "bottomY": r.box.bottom,
                 "isCrowd": 0,
             }
             for r in image.regions
@@ -229,10 +230,10 @@ def coco_document(
         if task == "detection":
             for r in image.regions:
                 box = [
-                    r.left * image.width,
-                    r.top * image.height,
-                    r.width * image.width,
-                    r.height * image.height,
+                    r.box.left * image.width,
+                    r.box.top * image.height,
+                    r.box.width * image.width,
+                    r.box.height * image.height,
                 ]
                 box = [round(v, 3) for v in box]
                 annotations.append(

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import AzVisionError, ConfigurationError, NotFoundError
+from .._models import BoundingBox
 from ..datasets import Dataset, DatasetItem
 from ._core import NAME
 from ._dataset_writers import write_automl, write_coco, write_text_atomic
@@ -57,7 +58,7 @@ class _Listed:
         self.uri = image.original_image_uri or ""
         self.labels = tuple(dict.fromkeys(t.tag_name for t in image.tags or () if t.tag_name))
         self.regions = tuple(
-            ExportedRegion(label=r.tag_name, left=r.left, top=r.top, width=r.width, height=r.height)
+            ExportedRegion(label=r.tag_name, box=BoundingBox.clipped(r.left, r.top, r.width, r.height))
             for r in image.regions or ()
         )
 

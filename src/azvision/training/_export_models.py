@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .._models import BoundingBox
+
 __all__ = ["DatasetExport", "ExportedImage", "ExportedModel", "ExportedRegion", "NotExported", "Task"]
 
 _FROZEN = ConfigDict(frozen=True)
@@ -22,30 +24,17 @@ Task = Literal["multiclass", "multilabel", "detection"]
 
 
 class ExportedRegion(BaseModel):
-    """One labelled box, normalised to [0, 1] like the service's regions (left, top, width, height).
+    """One labelled box, normalised to [0, 1] like the service's regions.
 
     Example:
-        >>> ExportedRegion(label="ball", left=0.1, top=0.2, width=0.3, height=0.4).right
+        >>> ExportedRegion(label="ball", box=BoundingBox(left=0.1, top=0.2, width=0.3, height=0.4)).box.right
         0.4
     """
 
     model_config = _FROZEN
 
     label: str
-    left: float
-    top: float
-    width: float
-    height: float
-
-    @property
-    def right(self) -> float:
-        """``left + width``."""
-        return round(self.left + self.width, 12)
-
-    @property
-    def bottom(self) -> float:
-        """``top + height``."""
-        return round(self.top + self.height, 12)
+    box: BoundingBox
 
 
 class ExportedImage(BaseModel):
