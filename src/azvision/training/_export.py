@@ -168,19 +168,21 @@ class ExportsMixin(TrainerCore):
             return
         self._download_blob(uri, out, service="the export download")
 
-    def _download_blob(self, uri: str, out: IO[bytes], *, service: str) -> None:
+    def _download_blob(self, uri: str, out: IO[bytes], *, service: str, http: Any = None) -> None:
         """GET a blob URL (an export, an image) into ``out``, retried by the retry policy.
 
         A blob download is not a call against the training quota: no throttle, only the retry policy;
-        the training key is never sent.
+        the training key is never sent. ``http``: an ``httpx.Client`` to reuse (its connection pool).
         """
         import httpx
+
+        stream = http.stream if http is not None else httpx.stream
 
         def attempt() -> None:
             out.seek(0)
             out.truncate()
             try:
-                with httpx.stream("GET", uri, timeout=self.timeout, follow_redirects=True) as response:
+                with stream("GET", uri, timeout=self.timeout, follow_redirects=True) as response:
                     if response.status_code == 200:
                         for chunk in response.iter_bytes(1 << 20):
                             out.write(chunk)

@@ -3,9 +3,10 @@
 Images are listed through the training API (``GetTaggedImages``, 256 a page, oldest first so that images
 added meanwhile do not shift the pages), each call under the trainer's quota and retry policy; each image
 is downloaded from its ``originalImageUri`` (a blob URL: no key, no quota, the same retry policy) and
-written under a temporary name, then renamed. A file under its final name is therefore always whole, which
-is what makes an export resumable: a re-run finds the images already there (by image id) and downloads
-only the others, so no image is written twice. The annotation files are written last, atomically.
+written under a temporary name, then renamed, through one pooled HTTP client. A file under its final
+name is therefore whole, which is what makes an export resumable: a re-run finds the images already there
+(by image id; each is checked, and one a machine crash left broken is downloaded again) and downloads only
+the others, so no image is written twice. The annotation files are written last, atomically.
 
 Example:
     >>> with CustomVisionTrainer() as trainer:  # doctest: +SKIP
@@ -191,6 +192,8 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
         tagged: int,
         progress: Callable[[int, int], None] | None,
     ) -> tuple[list[ExportedImage], list[NotExported], int]:
+        import httpx
+
         present = _present_files(target)
         images: list[ExportedImage] = []
         failed: list[NotExported] = []
@@ -211,7 +214,11 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
             if progress is not None:
                 progress(len(images) + len(failed), tagged)
 
-        with ThreadPoolExecutor(max_workers=window, thread_name_prefix="azvision-export") as pool:
+        limits = httpx.Limits(max_connections=window, max_keepalive_connections=window)
+        with (
+            httpx.Client(limits=limits, follow_redirects=True) as http,
+            ThreadPoolExecutor(max_workers=window, thread_name_prefix="azvision-export") as pool,
+        ):
             try:
                 for raw in self._pages(project_id, "get_tagged_images"):
                     listed = _Listed(raw)
@@ -220,12 +227,13 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
                     seen.add(listed.id)
                     folder = _folder_of(chosen, listed)
                     existing = present.get(listed.id)
-                    if existing is not None:
-                        images.append(_reuse(target, existing, folder, listed))
+                    reused = _reuse(target, existing, folder, listed) if existing is not None else None
+                    if reused is not None:
+                        images.append(reused)
                         if progress is not None:
                             progress(len(images) + len(failed), tagged)
                         continue
-                    pending.append((listed, pool.submit(self._fetch_image, target, folder, listed)))
+                    pending.append((listed, pool.submit(self._fetch_image, target, folder, listed, http)))
                     if len(pending) >= 2 * window:
                         settle(*pending.pop(0))
                 while pending:
@@ -237,7 +245,7 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
         images.sort(key=lambda image: order.get(image.id, 0))
         return images, failed, downloaded
 
-    def _fetch_image(self, target: Path, folder: str, listed: _Listed) -> ExportedImage:
+    def _fetch_image(self, target: Path, folder: str, listed: _Listed, http: Any) -> ExportedImage:
         if not listed.uri:
             raise AzVisionError("the service gave no image URL", backend=NAME)
         directory = target / folder
@@ -246,9 +254,7 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
             with tempfile.NamedTemporaryFile(dir=directory, prefix=".", suffix=".part", delete=False) as out:
                 spool = Path(out.name)
                 try:
-                    self._download_blob(listed.uri, out, service="the image download")
-                    out.flush()
-                    os.fsync(out.fileno())
+                    self._download_blob(listed.uri, out, service="the image download", http=http)
                 except BaseException:
                     out.close()
                     spool.unlink(missing_ok=True)
@@ -316,17 +322,23 @@ def _present_files(target: Path) -> dict[str, Path]:
     return found
 
 
-def _reuse(target: Path, existing: Path, folder: str, listed: _Listed) -> ExportedImage:
-    """The record of an image already written; moved when its label (hence folder) changed."""
+def _reuse(target: Path, existing: Path, folder: str, listed: _Listed) -> ExportedImage | None:
+    """The record of an image already written (moved when its label, hence folder, changed), or
+    ``None`` when the file is not a whole image (a crash of the machine can leave one): it is removed,
+    to be downloaded again."""
     file = f"{folder}/{existing.name}"
     try:
+        data = existing.read_bytes()
+        try:
+            _, width, height = _inspect(data, verify=True)
+        except ValueError:
+            existing.unlink()
+            return None
         if existing != target / file:
             (target / folder).mkdir(parents=True, exist_ok=True)
             os.replace(existing, target / file)
-        data = (target / file).read_bytes()
     except OSError as exc:
         raise _write_error(target / folder, exc) from exc
-    _, width, height = _inspect(data)
     return _record(listed, file, data, width, height)
 
 
@@ -343,13 +355,15 @@ def _record(listed: _Listed, file: str, data: bytes, width: int, height: int) ->
     )
 
 
-def _inspect(data: bytes) -> tuple[str, int, int]:
+def _inspect(data: bytes, *, verify: bool = False) -> tuple[str, int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind, width, height = image.format or "", image.width, image.height
-    except (UnidentifiedImageError, OSError) as exc:
+            if verify:
+                image.verify()  # a truncated file fails here
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"the downloaded file is not a readable image: {exc}") from None
     if kind not in _EXTENSIONS:
         raise ValueError(f"the downloaded image is {kind or 'of an unknown format'}, not JPEG/PNG/GIF/BMP")
