@@ -164,7 +164,7 @@ def test_faults_lose_nothing(azvision_emulator: Emulator, tmp_path: Path) -> Non
     assert Dataset.from_folder(tmp_path / "out").counts() == dict.fromkeys(SHAPES, 10)
 
 
-def test_unknown_and_empty_projects(emu: Emulator, tmp_path: Path) -> None:
+def test_unknown_and_empty_projects(emu: Emulator, shapes: Dataset, tmp_path: Path) -> None:
     with make_trainer(emu) as trainer:
         with pytest.raises(NotFoundError, match="'no-such-project'"):
             trainer.export_dataset("no-such-project", tmp_path / "a")
@@ -175,6 +175,10 @@ def test_unknown_and_empty_projects(emu: Emulator, tmp_path: Path) -> None:
             trainer.export_dataset("empty", tmp_path / "c", format="yolo")
         with pytest.raises(ConfigurationError, match="validation_split"):
             trainer.export_dataset("empty", tmp_path / "c", validation_split=1.5)
+    with make_trainer(emu) as trainer:
+        trainer.export_dataset("shapes", tmp_path / "d")
+        with pytest.raises(ConfigurationError, match="holds the automl export of project"):
+            trainer.export_dataset("shapes", tmp_path / "d", format="folder")  # another format
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -349,3 +353,15 @@ def test_the_automl_job_yaml_loads_with_azure_ai_ml_and_points_at_the_export(
     split = ml.load_job(tmp_path / "two" / "automl-job.yml")
     for data in (split.training_data, split.validation_data):
         assert data.type == "mltable" and (tmp_path / "two" / data.path / "MLTable").is_file()
+
+
+def test_a_rerun_drops_images_no_longer_tagged(emu: Emulator, tmp_path: Path) -> None:
+    fill(emu, tmp_path / "data", "shrinks", per_class=5, untagged=0)
+    with make_trainer(emu) as trainer:
+        first = trainer.export_dataset("shrinks", tmp_path / "out", format="folder")
+        client = official_client(emu)
+        gone = client.get_tagged_images(first.project_id, take=2)
+        client.delete_images(first.project_id, image_ids=[i.id for i in gone])
+        second = trainer.export_dataset("shrinks", tmp_path / "out", format="folder")
+    assert (first.exported, second.exported, second.downloaded) == (15, 13, 0)
+    assert len(Dataset.from_folder(tmp_path / "out")) == 13

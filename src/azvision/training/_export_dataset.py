@@ -197,7 +197,7 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
         present = _present_files(target)
         images: list[ExportedImage] = []
         failed: list[NotExported] = []
-        seen: set[str] = set()
+        seen: dict[str, int] = {}  # image id -> listing order
         downloaded = 0
         window = max(1, self.upload_concurrency)
         pending: list[tuple[_Listed, Future[ExportedImage]]] = []
@@ -224,7 +224,7 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
                     listed = _Listed(raw)
                     if listed.id in seen:
                         continue
-                    seen.add(listed.id)
+                    seen[listed.id] = len(seen)
                     folder = _folder_of(chosen, listed)
                     existing = present.get(listed.id)
                     reused = _reuse(target, existing, folder, listed) if existing is not None else None
@@ -241,8 +241,10 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
             finally:
                 for _, future in pending:
                     future.cancel()
-        order = {image_id: n for n, image_id in enumerate(seen)}
-        images.sort(key=lambda image: order.get(image.id, 0))
+        images.sort(key=lambda image: seen[image.id])
+        for image_id, path in present.items():
+            if image_id not in seen:  # written by an earlier run, no longer a tagged image of the project
+                path.unlink(missing_ok=True)
         return images, failed, downloaded
 
     def _fetch_image(self, target: Path, folder: str, listed: _Listed, http: Any) -> ExportedImage:
