@@ -7,7 +7,7 @@ Timings are ratios measured in the same run, never assertions in the test suite.
 Example:
     >>> from benchmarks import BENCHMARKS
     >>> list(BENCHMARKS)
-    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'azure_openai', 'routing']
+    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'azure_openai', 'routing', 'export']
 """
 
 from __future__ import annotations
@@ -21,4 +21,5 @@ BENCHMARKS = {
     "import": "benchmarks.bench_import",
     "azure_openai": "benchmarks.bench_azure_openai",
     "routing": "benchmarks.bench_routing",
+    "export": "benchmarks.bench_export",
 }

@@ -28,26 +28,19 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ._dataset_formats import Row, csv_rows, jsonl_rows
 from ._errors import ConfigurationError
 
 __all__ = ["Dataset", "DatasetItem", "SkippedFile"]
-
-_PATH_KEYS = ("path", "image", "file", "filename")
-_LABEL_KEYS = ("labels", "label", "tags", "tag")
-_LABEL_SEPARATORS = re.compile(r"[;|,]")
 
 
 class SkippedFile(BaseModel):
@@ -86,8 +79,9 @@ class DatasetItem:
 class Dataset:
     """Images with labels, plus the files that were not taken (:attr:`skipped`, with reasons).
 
-    Build one with :meth:`from_folder` (one sub-folder per label, multiclass) or :meth:`from_manifest`
-    (CSV or JSONL listing each image's labels, for multilabel); :meth:`split` makes a deterministic,
+    Build one with :meth:`from_folder` (one sub-folder per label, multiclass), :meth:`from_manifest`
+    (CSV or JSONL listing each image's labels, for multilabel), :meth:`from_automl_jsonl` (Azure ML
+    AutoML-for-images JSONL or MLTable) or :meth:`from_coco`; :meth:`split` makes a deterministic,
     stratified train/test split.
 
     Example:
@@ -232,11 +226,71 @@ class Dataset:
         base = Path(root) if root is not None else path.parent
         suffix = path.suffix.lower()
         if suffix == ".csv":
-            rows = _csv_rows(path)
+            rows = csv_rows(path)
         elif suffix in {".jsonl", ".ndjson", ".json"}:
-            rows = _jsonl_rows(path)
+            rows = jsonl_rows(path)
         else:
             raise ConfigurationError(f"unsupported manifest {path.name}: use a .csv or .jsonl file")
+        return cls._from_rows(rows, base, multilabel)
+
+    @classmethod
+    def from_automl_jsonl(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        root: str | os.PathLike[str] | None = None,
+        multilabel: bool | None = None,
+    ) -> Dataset:
+        """Read an AutoML-for-images JSONL file, or the ``MLTable`` (file or folder) that lists it.
+
+        Multi-class lines (``"label": "cat"``) and multi-label lines (``"label": ["cat", "indoor"]``);
+        ``image_url`` is a path relative to the JSONL file's folder (or ``root``). Remote
+        (``azureml://``, ``https://``) URLs, missing files and malformed lines go to :attr:`skipped`.
+        An object-detection file (boxes as labels) is refused: read it with the detection data set.
+
+        Example:
+            >>> Dataset.from_automl_jsonl("/no/such/annotations.jsonl")
+            Traceback (most recent call last):
+            ...
+            azvision._errors.ConfigurationError: /no/such/annotations.jsonl does not exist
+        """
+        from ._dataset_formats import read_automl_jsonl
+
+        records = read_automl_jsonl(path, root=root)
+        if any(record.detection for record in records):
+            raise ConfigurationError(
+                f"{path} labels boxes (object detection): use DetectionDataset.from_automl_jsonl"
+            )
+        rows = ((r.where, str(r.path or r.image_url), r.labels, r.problem) for r in records)
+        base = Path(root) if root is not None else Path(path)
+        return cls._from_rows(rows, base if base.is_dir() else base.parent, multilabel)
+
+    @classmethod
+    def from_coco(
+        cls,
+        json_path: str | os.PathLike[str],
+        images_dir: str | os.PathLike[str] | None = None,
+        *,
+        multilabel: bool | None = None,
+    ) -> Dataset:
+        """A classification data set from a COCO file: each annotation's category labels its image.
+
+        Image paths (``file_name``) resolve against ``images_dir`` (default: the JSON file's folder).
+
+        Example:
+            >>> Dataset.from_coco("/no/such/coco.json")
+            Traceback (most recent call last):
+            ...
+            azvision._errors.ConfigurationError: the COCO file /no/such/coco.json does not exist
+        """
+        from ._dataset_formats import read_coco_labels
+
+        base = Path(images_dir) if images_dir is not None else Path(json_path).parent
+        return cls._from_rows(read_coco_labels(json_path, images_dir), base, multilabel)
+
+    @classmethod
+    def _from_rows(cls, rows: Iterable[Row], base: Path, multilabel: bool | None) -> Dataset:
+        """Items from ``(where, path, labels, problem)`` rows; every row not taken goes to ``skipped``."""
         items: list[DatasetItem] = []
         skipped: list[SkippedFile] = []
         seen: set[Path] = set()
@@ -268,64 +322,6 @@ class Dataset:
                         f"{_relative(item.path, base)} has {len(item.labels)} labels but multilabel=False"
                     )
         return cls(items=tuple(items), skipped=tuple(skipped), root=base, multilabel=is_multilabel)
-
-
-_Row = tuple[str, str, tuple[str, ...], "str | None"]
-
-
-def _csv_rows(path: Path) -> Iterator[_Row]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = {name.strip().lower(): name for name in reader.fieldnames or ()}
-        path_key = next((fields[k] for k in _PATH_KEYS if k in fields), None)
-        label_key = next((fields[k] for k in _LABEL_KEYS if k in fields), None)
-        if path_key is None or label_key is None:
-            raise ConfigurationError(
-                f"{path.name} needs a header row with a 'path' and a 'labels' column, "
-                f"got {list(reader.fieldnames or [])}"
-            )
-        for row in reader:
-            where = f"line {reader.line_num}"
-            raw = (row.get(path_key) or "").strip()
-            if not raw:
-                yield where, "", (), "no path"
-                continue
-            yield where, raw, _split_labels(row.get(label_key) or ""), None
-
-
-def _jsonl_rows(path: Path) -> Iterator[_Row]:
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            where = f"line {number}"
-            if not line.strip():
-                continue
-            try:
-                record: Any = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, "", (), f"not valid JSON ({exc.msg})"
-                continue
-            if not isinstance(record, dict):
-                yield where, "", (), "not a JSON object"
-                continue
-            raw = next((record[k] for k in _PATH_KEYS if isinstance(record.get(k), str)), "").strip()
-            if not raw:
-                yield where, "", (), "no 'path'"
-                continue
-            value = next((record[k] for k in _LABEL_KEYS if k in record), None)
-            if isinstance(value, str):
-                yield where, raw, _split_labels(value), None
-            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-                yield where, raw, _unique(v.strip() for v in value), None
-            else:
-                yield where, raw, (), "'labels' must be a list of strings or a string"
-
-
-def _split_labels(text: str) -> tuple[str, ...]:
-    return _unique(part.strip() for part in _LABEL_SEPARATORS.split(text))
-
-
-def _unique(labels: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(label for label in labels if label))
 
 
 def _walk(folder: Path, base: Path, skipped: list[SkippedFile]) -> Iterator[Path]:

@@ -50,6 +50,7 @@ check.register(app)  # azvision check
 # ---- commands owned by other modules: register each with one line here -------------------------------
 _register_if_present("azvision.cli.train")  # azvision train  (src/azvision/cli/train.py)
 _register_if_present("azvision.cli.demo")  # azvision demo   (src/azvision/cli/demo.py)
+_register_if_present("azvision.cli.export_dataset")  # azvision export-dataset (cli/export_dataset.py)
 # ---------------------------------------------------------------------------------------------------------
 
 

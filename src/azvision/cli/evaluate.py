@@ -29,6 +29,16 @@ from ..datasets import Dataset
 from ..evaluation import Metrics, evaluate, write_report
 from ._demo_table import format_usd
 from ._diagnose import FailureTally, backend_endpoint
+from ._gate_report import (
+    Baseline,
+    Bootstrap,
+    MaxDrop,
+    Seed,
+    gate_failure,
+    gate_report,
+    gate_table,
+    with_baseline,
+)
 from ._options import (
     BackendName,
     BackendOptions,
@@ -174,7 +184,9 @@ def _run(
     max_rps: float | None,
     plot: bool,
     bar: bool,
+    correct: list[bool | None] | None = None,
 ) -> tuple[Metrics, dict[str, Any]]:
+    """Evaluate one backend into ``report``; ``correct`` collects each image's outcome (``None``: failed)."""
     report.mkdir(parents=True, exist_ok=True)
     tally = FailureTally()
     tokens = TokenTally()
@@ -190,6 +202,8 @@ def _run(
             record = result_record(str(image), outcome, spec.name, redact)
             writer.write({**record, "expected": truth})
             advance(isinstance(outcome, Prediction))
+            if correct is not None:
+                correct.append(outcome.label == truth if isinstance(outcome, Prediction) else None)
 
         started = time.perf_counter()
         metrics = evaluate(clf, dataset, concurrency=concurrency, max_rps=max_rps, on_outcome=on_outcome)
@@ -338,6 +352,10 @@ def compare_command(
     plot: Plot = True,
     quiet: Quiet = False,
     json_out: JsonOut = False,
+    baseline: Baseline = None,
+    max_drop: MaxDrop = None,
+    bootstrap: Bootstrap = 2000,
+    seed: Seed = 0,
     *,
     options: BackendOptions,
 ) -> None:
@@ -348,6 +366,10 @@ def compare_command(
     in `--config`. Writes `REPORT/<backend>/` per backend and `REPORT/comparison.json`. `--cascade A,B`
     adds the cascade of those backends as one more entry (`REPORT/cascade/`); `--cache FILE` puts every
     entry behind that answer cache.
+
+    The migration gate: with `--baseline NAME` each other backend is shown with its accuracy difference
+    from the baseline, a 95 % bootstrap interval of it and the cost per 1,000 images; with `--max-drop D`
+    the exit status is 3 when any backend's accuracy is more than D below the baseline's.
     """
     redact = options.redactor()
     with contextlib.ExitStack() as stack:
@@ -355,7 +377,7 @@ def compare_command(
             _check_plot(plot)
             dataset = _load_dataset(dataset_dir, quiet=quiet)
             routing = Routing.of(cascade, threshold, cache)
-            specs, stage_specs = routing.resolve(options, backends or [])
+            specs, stage_specs = routing.resolve(options, with_baseline(backends or [], baseline, max_drop))
             if len(specs) + bool(routing.stages) < 2:
                 raise ConfigurationError("compare needs two or more backends: --backend A --backend B")
             clfs = [stack.enter_context(routing.cached(spec.create())) for spec in specs]
@@ -365,9 +387,13 @@ def compare_command(
                 clfs.append(stack.enter_context(routed))
         results: dict[str, Metrics] = {}
         costs: dict[str, dict[str, Any]] = {}
+        outcomes: dict[str, list[bool | None]] = {}
+        elapsed: dict[str, float] = {}
         try:
             with usage_errors(redact):
                 for spec, clf in zip(specs, clfs, strict=True):
+                    started = time.perf_counter()
+                    outcomes[spec.name] = []
                     results[spec.name], costs[spec.name] = _run(
                         spec,
                         clf,
@@ -378,7 +404,9 @@ def compare_command(
                         max_rps=max_rps,
                         plot=plot,
                         bar=not quiet and stderr_is_tty(),
+                        correct=outcomes[spec.name],
                     )
+                    elapsed[spec.name] = time.perf_counter() - started
         except KeyboardInterrupt:
             raise _interrupted() from None
     latency_per = {spec.name: latency_basis(clf) for spec, clf in zip(specs, clfs, strict=True)}
@@ -387,6 +415,19 @@ def compare_command(
     for entry in comparison["backends"]:
         if reports.get(entry["backend"]) is not None:
             entry["routing"] = reports[entry["backend"]]
+    verdict = None
+    if baseline is not None:
+        verdict = gate_report(
+            specs,
+            results,
+            outcomes,
+            elapsed,
+            baseline=baseline,
+            max_drop=max_drop,
+            resamples=bootstrap,
+            seed=seed,
+        )
+        comparison["gate"] = verdict.to_dict()
     (report / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
     if json_out:
         typer.echo(json.dumps(comparison))
@@ -406,6 +447,11 @@ def compare_command(
             line = usage_line(clf)
             if line is not None:
                 typer.echo(f"{spec.name}: {line}")
+        if verdict is not None:
+            console.print(gate_table(verdict))
+    if verdict is not None and not verdict.passed:
+        error_line(gate_failure(verdict))
+        raise typer.Exit(3)
     raise typer.Exit(1 if any(m.failed for m in results.values()) else 0)
 
 

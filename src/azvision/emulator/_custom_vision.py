@@ -5,7 +5,10 @@ prediction, path segments case-insensitive), key headers, status codes and JSON 
 official ``azure-cognitiveservices-vision-customvision`` clients use, with real learning behind
 them (a frozen pretrained backbone and a trained head), honest cross-validated performance and a
 real ONNX export. Images and exports are downloadable from absolute URLs on the emulator
-(``/customvision/_blobs/...``), as the service's blob URLs would be, without a key.
+(``/customvision/_blobs/...``), as the service's blob URLs would be, without a key: an image's
+``originalImageUri`` gives back the stored bytes, ``resizedImageUri`` and ``thumbnailUri`` the
+image scaled to at most :data:`VARIANT_SIDES` px on its longer side (the stored bytes when it is
+smaller already; the service's own sizes are not documented).
 
 What is not: pricing tiers and quotas other than the documented per-request limits, advanced
 training, non-ONNX export platforms, detector exports, stored prediction images
@@ -24,6 +27,7 @@ from __future__ import annotations
 import io
 
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -37,6 +41,22 @@ from azvision.emulator._cv_training import training_routes
 __all__ = ["CustomVisionService", "routes"]
 
 _MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp"}
+#: Longest side of the scaled image variants the blob routes serve.
+VARIANT_SIDES = {"resized": 1024, "thumbnail": 200}
+
+
+def _variant(data: bytes, variant: str | None) -> tuple[bytes, str]:
+    """The stored image, or its ``variant`` scaled down (JPEG stays JPEG, the rest becomes PNG)."""
+    with Image.open(io.BytesIO(data)) as decoded:
+        kind = decoded.format or ""
+        side = VARIANT_SIDES.get(variant or "")
+        if side is None or max(decoded.size) <= side:
+            return data, _MEDIA_TYPES.get(kind, "application/octet-stream")
+        image = decoded.convert("RGB") if kind == "JPEG" else decoded.convert("RGBA")
+        image.thumbnail((side, side))
+        out = io.BytesIO()
+        image.save(out, format="JPEG" if kind == "JPEG" else "PNG")
+        return out.getvalue(), "image/jpeg" if kind == "JPEG" else "image/png"
 
 
 def routes(ctx: EmulatorContext) -> list[BaseRoute]:
@@ -50,15 +70,17 @@ def routes(ctx: EmulatorContext) -> list[BaseRoute]:
     ctx.services["custom_vision"] = service
 
     async def download_image(request: Request) -> Response:
+        variant = request.path_params.get("variant")
+        if variant is not None and variant not in VARIANT_SIDES:
+            raise CVError(404, "NotFound", "Blob not found.")
         with service.store.lock:
             project = service.store.project(request.path_params["projectId"])
             image = project.images.get(request.path_params["imageId"].lower())
             if image is None:
                 raise CVError(404, "NotFoundImage", "Image not found.")
             data = service.store.get_blob(project.id, f"images/{image.digest}")
-        with Image.open(io.BytesIO(data)) as decoded:
-            media_type = _MEDIA_TYPES.get(decoded.format or "", "application/octet-stream")
-        return Response(data, media_type=media_type)
+        body, media_type = await run_in_threadpool(_variant, data, variant)
+        return Response(body, media_type=media_type)
 
     async def download_export(request: Request) -> Response:
         export_id = request.path_params["exportId"].lower()
@@ -76,6 +98,13 @@ def routes(ctx: EmulatorContext) -> list[BaseRoute]:
 
     blobs: list[BaseRoute] = [
         cv_route(service, "/customvision/_blobs/{projectId}/images/{imageId}", "GET", download_image, None),
+        cv_route(
+            service,
+            "/customvision/_blobs/{projectId}/images/{imageId}/{variant:str}",
+            "GET",
+            download_image,
+            None,
+        ),
         cv_route(
             service, "/customvision/_blobs/{projectId}/exports/{exportId}.zip", "GET", download_export, None
         ),

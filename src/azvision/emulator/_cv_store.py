@@ -384,8 +384,8 @@ def image_json(project: ProjectRecord, image: ImageRecord, blob_base: str) -> di
         "created": image.created,
         "width": image.width,
         "height": image.height,
-        "resizedImageUri": uri,
-        "thumbnailUri": uri,
+        "resizedImageUri": f"{uri}/resized",
+        "thumbnailUri": f"{uri}/thumbnail",
         "originalImageUri": uri,
         "tags": [
             {"tagId": tag_id, "tagName": tag_name(tag_id), "created": created}

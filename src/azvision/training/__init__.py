@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from ..datasets import Dataset
+from ._export_models import DatasetExport, ExportedImage, ExportedModel, ExportedRegion, NotExported
 from .custom_vision import CustomVisionTrainer, TrainingJob
 from .models import (
     ExportInfo,
@@ -23,9 +24,14 @@ from .models import (
 __all__ = [
     "CustomVisionTrainer",
     "Dataset",
+    "DatasetExport",
     "ExportInfo",
+    "ExportedImage",
+    "ExportedModel",
+    "ExportedRegion",
     "IterationInfo",
     "IterationPerformance",
+    "NotExported",
     "ProjectInfo",
     "TagPerformance",
     "TrainResult",

@@ -166,13 +166,23 @@ class ExportsMixin(TrainerCore):
 
             self._call(artifact)
             return
+        self._download_blob(uri, out, service="the export download")
+
+    def _download_blob(self, uri: str, out: IO[bytes], *, service: str, http: Any = None) -> None:
+        """GET a blob URL (an export, an image) into ``out``, retried by the retry policy.
+
+        A blob download is not a call against the training quota: no throttle, only the retry policy;
+        the training key is never sent. ``http``: an ``httpx.Client`` to reuse (its connection pool).
+        """
         import httpx
+
+        stream = http.stream if http is not None else httpx.stream
 
         def attempt() -> None:
             out.seek(0)
             out.truncate()
             try:
-                with httpx.stream("GET", uri, timeout=self.timeout, follow_redirects=True) as response:
+                with stream("GET", uri, timeout=self.timeout, follow_redirects=True) as response:
                     if response.status_code == 200:
                         for chunk in response.iter_bytes(1 << 20):
                             out.write(chunk)
@@ -181,14 +191,9 @@ class ExportsMixin(TrainerCore):
             except httpx.HTTPError as exc:
                 raise error_from_httpx(exc, backend=NAME) from exc
             raise error_from_http(
-                response.status_code,
-                dict(response.headers),
-                body,
-                backend=NAME,
-                service="the export download",
+                response.status_code, dict(response.headers), body, backend=NAME, service=service
             )
 
-        # a download is not a call against the training quota: no throttle, only the retry policy
         call(attempt, self.retry.start(self._rng, clock=self._clock, backend=NAME), sleep=self._sleep)
 
 

@@ -42,6 +42,7 @@ from .._errors import AzVisionError, ConfigurationError
 from .._retry import RetryPolicy, Throttle
 from ..datasets import Dataset
 from ._export import ExportsMixin
+from ._export_dataset import DatasetExportMixin
 from ._projects import ProjectsMixin
 from ._publish import PublishingMixin
 from ._training import TrainingJob, TrainingMixin
@@ -55,8 +56,11 @@ __all__ = ["CustomVisionTrainer", "TrainingJob"]
 ProgressCallback = Callable[[TrainProgress], None]
 
 
-class CustomVisionTrainer(ExportsMixin, PublishingMixin, TrainingMixin, ProjectsMixin):
+class CustomVisionTrainer(DatasetExportMixin, ExportsMixin, PublishingMixin, TrainingMixin, ProjectsMixin):
     """Project, tags, upload, training, publication, performance and export on a Custom Vision resource.
+
+    Before the service retires, :meth:`export_dataset` takes a project's labelled images out (AutoML
+    JSONL + MLTable, COCO or label folders) with its trained models.
 
     Args:
         endpoint: the training resource's endpoint (env ``CUSTOM_VISION_TRAINING_ENDPOINT``).
