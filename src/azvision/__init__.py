@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import Secret
 from ._errors import (
+    AnnotationError,
     AuthenticationError,
     AzVisionError,
     BackendConnectionError,
@@ -50,9 +51,11 @@ if TYPE_CHECKING:
     from .backends.image_analysis import ImageAnalysisBackend
     from .backends.onnx import OnnxBackend
     from .datasets import Dataset
+    from .detection_datasets import DetectionDataset
     from .training.custom_vision import CustomVisionTrainer
 
 __all__ = [
+    "AnnotationError",
     "AuthenticationError",
     "AzVisionError",
     "AzureMLEndpointBackend",
@@ -67,6 +70,7 @@ __all__ = [
     "CustomVisionBackend",
     "CustomVisionTrainer",
     "Dataset",
+    "DetectionDataset",
     "ImageAnalysisBackend",
     "ImageLike",
     "InvalidImageError",
@@ -93,6 +97,7 @@ _LAZY = {
     "AzureOpenAIBackend": "azvision.backends.azure_openai",
     "BaseBackend": "azvision.backends._base",
     "Dataset": "azvision.datasets",
+    "DetectionDataset": "azvision.detection_datasets",
     "LabelMap": "azvision.backends._taxonomy",
     "CustomVisionBackend": "azvision.backends.custom_vision",
     "ImageAnalysisBackend": "azvision.backends.image_analysis",
