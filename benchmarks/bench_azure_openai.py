@@ -51,7 +51,7 @@ from ._common import (
 try:  # the generator of the demo's images (made public as azvision.synthetic)
     from azvision.synthetic import make_dataset  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
-    from azvision._demo_data import make_dataset
+    from azvision.synthetic import make_dataset
 
 NAME = "azure_openai"
 DEPLOYMENT = "gpt-4o"

@@ -31,8 +31,8 @@ from azvision import (
     Prediction,
     RetryPolicy,
 )
-from azvision._demo_data import make_dataset
 from azvision.routing._cascade import DEFAULT_THRESHOLD
+from azvision.synthetic import make_dataset
 
 from ._common import Lab, RemoteEmulator, Result, request_total, wall_clock
 

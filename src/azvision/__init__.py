@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import Secret
 from ._errors import (
+    AnnotationError,
     AuthenticationError,
     AzVisionError,
     BackendConnectionError,
@@ -50,10 +51,12 @@ if TYPE_CHECKING:
     from .backends.image_analysis import ImageAnalysisBackend
     from .backends.onnx import OnnxBackend
     from .datasets import Dataset
+    from .detection_datasets import DetectionDataset
     from .routing import CachedClassifier, Cascade, Fallback
     from .training.custom_vision import CustomVisionTrainer
 
 __all__ = [
+    "AnnotationError",
     "AuthenticationError",
     "AzVisionError",
     "AzureMLEndpointBackend",
@@ -70,6 +73,7 @@ __all__ = [
     "CustomVisionBackend",
     "CustomVisionTrainer",
     "Dataset",
+    "DetectionDataset",
     "Fallback",
     "ImageAnalysisBackend",
     "ImageLike",
@@ -100,6 +104,7 @@ _LAZY = {
     "Cascade": "azvision.routing",
     "Fallback": "azvision.routing",
     "Dataset": "azvision.datasets",
+    "DetectionDataset": "azvision.detection_datasets",
     "LabelMap": "azvision.backends._taxonomy",
     "CustomVisionBackend": "azvision.backends.custom_vision",
     "ImageAnalysisBackend": "azvision.backends.image_analysis",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AnnotationError",
     "AuthenticationError",
     "AzVisionError",
     "BackendConnectionError",
@@ -102,6 +103,23 @@ class AzVisionError(Exception):
 
 class ConfigurationError(AzVisionError):
     """A missing or invalid setting (argument, environment variable, optional extra), found before a call."""
+
+
+class AnnotationError(ConfigurationError):
+    """Object-detection annotations that cannot be used; ``problems`` names every offender, one per entry.
+
+    Example:
+        >>> err = AnnotationError(["a.xml: object 1 (fork): the box has no area"])
+        >>> err.problems
+        ('a.xml: object 1 (fork): the box has no area',)
+    """
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        shown = "\n  ".join(self.problems[:50])
+        more = f"\n  … and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+        count = len(self.problems)
+        super().__init__(f"{count} annotation problem{'s' if count != 1 else ''}:\n  {shown}{more}")
 
 
 def missing_extra(exc: ImportError, *, what: str, extra: str) -> ConfigurationError:

@@ -1,5 +1,8 @@
 """Score a classifier on labelled images: accuracy, per-label precision/recall/F1, confusion matrix, latency.
 
+Detectors are scored by `evaluate_detection` / `compute_detection_metrics`: mAP@0.5 and mAP@[.5:.95]
+(COCO-style, all-point interpolation), per-label AP, precision and recall at IoU 0.5, ``pr_curve.png``.
+
 A dataset is a folder with one sub-folder per label (``DATASET_DIR/<label>/*.jpg``), read with the training
 helper's :class:`~azvision.training.datasets.Dataset`. Everything here is pure Python except
 :func:`plot_confusion_matrix`, which imports matplotlib (the ``eval`` extra) only when called.
@@ -22,6 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+# Object detection (mAP, per-label AP, PR curves) lives in its own module; it is part of this API.
+from ._detection_metrics import (
+    IOU_THRESHOLDS,
+    DetectionLabelMetrics,
+    DetectionMetrics,
+    box_iou,
+    compute_detection_metrics,
+    evaluate_detection,
+    plot_pr_curves,
+    write_detection_report,
+)
 from ._errors import AzVisionError, missing_extra
 from ._images import ImageLike
 from ._models import Prediction
@@ -29,14 +43,22 @@ from ._protocol import Classifier
 from .datasets import Dataset
 
 __all__ = [
+    "IOU_THRESHOLDS",
     "NO_LABEL",
+    "DetectionLabelMetrics",
+    "DetectionMetrics",
     "LabelMetrics",
     "Metrics",
+    "box_iou",
     "classify_pairs",
+    "compute_detection_metrics",
     "compute_metrics",
     "evaluate",
+    "evaluate_detection",
     "percentile",
     "plot_confusion_matrix",
+    "plot_pr_curves",
+    "write_detection_report",
     "write_report",
 ]
 

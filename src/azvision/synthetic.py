@@ -87,6 +87,30 @@ def _place(outline: Sequence[Point], cx: float, cy: float, radius: float, angle:
     return [(cx + radius * (x * cos - y * sin), cy - radius * (x * sin + y * cos)) for x, y in outline]
 
 
+def draw_shape(
+    draw: ImageDraw.ImageDraw, kind: str, centre: Point, radius: float, angle: float, ink: RGB
+) -> None:
+    """Draw a filled ``kind`` (one of :data:`SHAPES`) of ``radius`` around ``centre``, tilted ``angle``."""
+    cx, cy = centre
+    if kind == "circle":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=ink)
+    elif kind == "ring":
+        box = (cx - radius, cy - radius, cx + radius, cy + radius)
+        draw.ellipse(box, outline=ink, width=max(3, round(radius * 0.3)))
+    else:
+        draw.polygon(_place(_OUTLINES[kind], cx, cy, radius, angle), fill=ink)
+
+
+def shape_bounds(kind: str, centre: Point, radius: float, angle: float) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` in pixels of what :func:`draw_shape` draws with the same arguments."""
+    cx, cy = centre
+    if kind in ("circle", "ring"):
+        return cx - radius, cy - radius, cx + radius, cy + radius
+    points = _place(_OUTLINES[kind], cx, cy, radius, angle)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
 def _side(size: Size, rng: random.Random) -> int:
     return size if isinstance(size, int) else rng.randint(*size)
 
@@ -146,13 +170,7 @@ def shape_image(
     cx = rng.uniform((width - short) / 2 + margin, (width + short) / 2 - margin)
     cy = rng.uniform((height - short) / 2 + margin, (height + short) / 2 - margin)
     angle = rng.uniform(-math.pi / 12, math.pi / 12)  # tilted, still recognisably upright
-    if kind == "circle":
-        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=ink)
-    elif kind == "ring":
-        box = (cx - radius, cy - radius, cx + radius, cy + radius)
-        draw.ellipse(box, outline=ink, width=max(3, round(radius * 0.3)))
-    else:
-        draw.polygon(_place(_OUTLINES[kind], cx, cy, radius, angle), fill=ink)
+    draw_shape(draw, kind, (cx, cy), radius, angle, ink)
     noise = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
     return Image.blend(image, noise, _NOISE_ALPHA)
 

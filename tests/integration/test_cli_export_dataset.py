@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from azvision import CustomVisionTrainer
-from azvision._demo_data import make_dataset
 from azvision.cli.app import app
 from azvision.datasets import Dataset
 from azvision.emulator import Emulator
+from azvision.synthetic import make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -555,8 +555,9 @@ def test_detection_story(emu: Emulator, make_object_scene: Callable[..., tuple[b
         predictor.classify_image(project.id, "detector", data)
     assert error_of(excinfo)[:2] == (400, "BadRequestNotSupported")
     with pytest.raises(CustomVisionErrorException) as excinfo:
-        trainer.export_iteration(project.id, iteration.id, "ONNX")
+        trainer.export_iteration(project.id, iteration.id, "TensorFlow")
     assert error_of(excinfo)[:2] == (400, "BadRequestNotSupported")
+    assert trainer.export_iteration(project.id, iteration.id, "ONNX").status == "Exporting"
 
 
 # -- persistence -----------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from msrest.authentication import ApiKeyCredentials
 from PIL import Image
 
 from azvision import ConfigurationError, CustomVisionTrainer, NotFoundError, RetryPolicy
-from azvision._demo_data import make_dataset
 from azvision.datasets import Dataset
 from azvision.emulator import Emulator
+from azvision.synthetic import make_dataset
 
 SHAPES = ("circle", "square", "triangle")
 FAST_RETRY = RetryPolicy(max_attempts=12, backoff_base=0.01, backoff_max=0.2, deadline=60)

@@ -26,8 +26,18 @@ from .._models import Prediction
 from .._pricing import TokenTally, cost_per_1000_images, describe_basis
 from .._protocol import Classifier
 from ..datasets import Dataset
+from ..detection_datasets import DetectionDataset
 from ..evaluation import Metrics, evaluate, write_report
 from ._demo_table import format_usd
+from ._detection_eval import (
+    detection_comparison,
+    detection_comparison_table,
+    detection_table,
+    load_detection_dataset,
+    run_detection,
+    split_task,
+    with_task,
+)
 from ._diagnose import FailureTally, backend_endpoint
 from ._gate_report import (
     Baseline,
@@ -59,7 +69,16 @@ JsonOut = Annotated[
     bool, typer.Option("--json", help="Print the report as one JSON line instead of a table.")
 ]
 Plot = Annotated[bool, typer.Option("--plot/--no-plot", help="Draw confusion_matrix.png (needs matplotlib).")]
-DatasetDir = Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per label.")]
+DatasetDir = Annotated[
+    Path,
+    typer.Argument(
+        help="Folder with one sub-folder of images per label (--task detection: annotated images)."
+    ),
+]
+Annotations = Annotated[
+    Path | None,
+    typer.Option(help="--task detection: the COCO .json / VOC / YOLO annotations, if not in DATASET_DIR."),
+]
 
 
 _LABEL_MAP_HINT = (
@@ -166,10 +185,10 @@ def _load_dataset(folder: Path, *, quiet: bool) -> Dataset:
     return dataset
 
 
-def _check_plot(plot: bool) -> None:
+def _check_plot(plot: bool, picture: str = "confusion_matrix.png") -> None:
     if plot and importlib.util.find_spec("matplotlib") is None:
         raise ConfigurationError(
-            "confusion_matrix.png needs matplotlib: pip install 'azvision[eval]' (or pass --no-plot)"
+            f"{picture} needs matplotlib: pip install 'azvision[eval]' (or pass --no-plot)"
         )
 
 
@@ -289,15 +308,30 @@ def evaluate_command(
     plot: Plot = True,
     quiet: Quiet = False,
     json_out: JsonOut = False,
+    annotations: Annotations = None,
     *,
     options: BackendOptions,
 ) -> None:
     """Score one backend on a labelled folder; writes metrics.json and confusion_matrix.png to --report.
 
+    With --task detection the folder holds annotated images (COCO, VOC or YOLO; or give --annotations)
+    and the report has mAP@0.5, mAP@[.5:.95], per-label AP/precision/recall and pr_curve.png;
+    --min-accuracy then gates mAP@0.5.
+
     Exit status: 0 done, 1 some images failed or accuracy < --min-accuracy, 2 usage/configuration error.
     """
     redact = options.redactor()
     with usage_errors(redact):
+        task, without_task = split_task(options)
+    if task == "detection":
+        _evaluate_detection(
+            dataset_dir, report, backend, concurrency, max_rps, min_accuracy, plot, quiet, json_out,
+            annotations, without_task, redact,
+        )  # fmt: skip
+        return
+    with usage_errors(redact):
+        if annotations is not None:
+            raise ConfigurationError("--annotations is for --task detection")
         _check_plot(plot)
         dataset = _load_dataset(dataset_dir, quiet=quiet)
         spec, clf = Routing.of(cascade, threshold, cache).build(options, backend)
@@ -336,6 +370,43 @@ def evaluate_command(
     raise typer.Exit(1 if below or metrics.failed else 0)
 
 
+def _evaluate_detection(
+    dataset_dir: Path,
+    report: Path,
+    backend: str | None,
+    concurrency: int | None,
+    max_rps: float | None,
+    min_map: float | None,
+    plot: bool,
+    quiet: bool,
+    json_out: bool,
+    annotations: Path | None,
+    options: BackendOptions,
+    redact: Redactor,
+) -> None:
+    with usage_errors(redact):
+        _check_plot(plot, "pr_curve.png")
+        dataset = load_detection_dataset(dataset_dir, annotations)
+        spec = with_task(options.resolve([backend] if backend else []), "detection")[0]
+        clf = spec.create()
+    try:
+        with clf, usage_errors(redact):
+            metrics = run_detection(
+                spec, clf, dataset, report, redact=redact, concurrency=concurrency, max_rps=max_rps,
+                plot=plot, bar=not quiet and stderr_is_tty(), extra={"latency_per": latency_basis(clf)},
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+    if json_out:
+        typer.echo(json.dumps(metrics.to_dict()))
+    elif not quiet:
+        Console().print(detection_table(metrics))
+    below = min_map is not None and metrics.map50 < min_map
+    if below:
+        error_line(f"mAP@0.5 {metrics.map50:.1%} is below --min-accuracy {min_map:.1%}")
+    raise typer.Exit(1 if below or metrics.failed else 0)
+
+
 @with_backend_options
 def compare_command(
     dataset_dir: DatasetDir,
@@ -356,10 +427,13 @@ def compare_command(
     max_drop: MaxDrop = None,
     bootstrap: Bootstrap = 2000,
     seed: Seed = 0,
+    annotations: Annotations = None,
     *,
     options: BackendOptions,
 ) -> None:
     """Evaluate several backends on the same labelled folder and report them side by side.
+
+    With --task detection the backends are detectors, scored by mAP on annotated images.
 
     Shared flags (`--key`, `--endpoint`…) go to every backend that takes them; give one backend its own
     values with `--opt BACKEND.KEY=VALUE` (e.g. `--opt onnx.model_path=export.zip`) or a `[BACKEND]` table
@@ -372,12 +446,27 @@ def compare_command(
     the exit status is 3 when any backend's accuracy is more than D below the baseline's.
     """
     redact = options.redactor()
+    with usage_errors(redact):
+        task, without_task = split_task(options)
+    detection = task == "detection"
     with contextlib.ExitStack() as stack:
         with usage_errors(redact):
-            _check_plot(plot)
-            dataset = _load_dataset(dataset_dir, quiet=quiet)
+            _check_plot(plot, "pr_curve.png" if detection else "confusion_matrix.png")
             routing = Routing.of(cascade, threshold, cache)
-            specs, stage_specs = routing.resolve(options, with_baseline(backends or [], baseline, max_drop))
+            if detection:
+                if routing.stages or cache is not None or baseline is not None:
+                    raise ConfigurationError(
+                        "--cascade, --cache and --baseline are for classification; "
+                        "compare detectors with --backend A --backend B"
+                    )
+                found: DetectionDataset | Dataset = load_detection_dataset(dataset_dir, annotations)
+                specs = with_task(without_task.resolve(backends or []), task)
+            else:
+                if annotations is not None:
+                    raise ConfigurationError("--annotations is for --task detection")
+                found = _load_dataset(dataset_dir, quiet=quiet)
+                named = with_baseline(backends or [], baseline, max_drop)
+                specs, stage_specs = routing.resolve(options, named)
             if len(specs) + bool(routing.stages) < 2:
                 raise ConfigurationError("compare needs two or more backends: --backend A --backend B")
             clfs = [stack.enter_context(routing.cached(spec.create())) for spec in specs]
@@ -385,30 +474,38 @@ def compare_command(
                 cascade_spec, routed = routing.cascade(options, stage_specs)
                 specs.append(cascade_spec)
                 clfs.append(stack.enter_context(routed))
-        results: dict[str, Metrics] = {}
+        results: dict[str, Any] = {}
         costs: dict[str, dict[str, Any]] = {}
         outcomes: dict[str, list[bool | None]] = {}
         elapsed: dict[str, float] = {}
         try:
             with usage_errors(redact):
                 for spec, clf in zip(specs, clfs, strict=True):
+                    bar = not quiet and stderr_is_tty()
                     started = time.perf_counter()
-                    outcomes[spec.name] = []
-                    results[spec.name], costs[spec.name] = _run(
-                        spec,
-                        clf,
-                        dataset,
-                        report / spec.name,
-                        redact=redact,
-                        concurrency=concurrency,
-                        max_rps=max_rps,
-                        plot=plot,
-                        bar=not quiet and stderr_is_tty(),
-                        correct=outcomes[spec.name],
-                    )
+                    if isinstance(found, DetectionDataset):
+                        results[spec.name] = run_detection(
+                            spec, clf, found, report / spec.name, redact=redact, concurrency=concurrency,
+                            max_rps=max_rps, plot=plot, bar=bar, extra={"latency_per": latency_basis(clf)},
+                        )  # fmt: skip
+                    else:
+                        outcomes[spec.name] = []
+                        results[spec.name], costs[spec.name] = _run(
+                            spec, clf, found, report / spec.name, redact=redact, concurrency=concurrency,
+                            max_rps=max_rps, plot=plot, bar=bar, correct=outcomes[spec.name],
+                        )  # fmt: skip
                     elapsed[spec.name] = time.perf_counter() - started
         except KeyboardInterrupt:
             raise _interrupted() from None
+    if isinstance(found, DetectionDataset):
+        comparison = detection_comparison(results, found)
+        (report / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
+        if json_out:
+            typer.echo(json.dumps(comparison))
+        elif not quiet:
+            Console().print(detection_comparison_table(results))
+        raise typer.Exit(1 if any(m.failed for m in results.values()) else 0)
+    dataset = found
     latency_per = {spec.name: latency_basis(clf) for spec, clf in zip(specs, clfs, strict=True)}
     comparison = _comparison(results, dataset, latency_per, costs)
     reports = {spec.name: usage_report(clf) for spec, clf in zip(specs, clfs, strict=True)}

@@ -45,7 +45,8 @@ def train(
         Path,
         typer.Argument(
             metavar="DATASET_DIR",
-            help="Folder with one sub-folder of images per label, or a .csv/.jsonl manifest (multilabel).",
+            help="Folder with one sub-folder of images per label, or a .csv/.jsonl manifest (multilabel); "
+            "for --task detection, a folder of annotated images or the annotation file.",
         ),
     ],
     project: Annotated[str, typer.Option("--project", "-p", help="Project name (created if missing).")],
@@ -86,8 +87,18 @@ def train(
         bool, typer.Option("--json", help="Print the result as one JSON line (the last line of stdout).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, no table.")] = False,
+    task: Annotated[
+        str, typer.Option(help="classification (a folder per label) or detection (annotated boxes).")
+    ] = "classification",
+    annotations: Annotated[
+        Path | None,
+        typer.Option(
+            help="Detection: the COCO .json / VOC / YOLO annotations, when not found in DATASET_DIR.",
+        ),
+    ] = None,
 ) -> None:
-    """Train a Custom Vision classifier from labelled images: upload, train, publish, export.
+    """Train a Custom Vision classifier (or, with --task detection, an object detector): upload, train,
+    publish, export.
 
     With --json the last line of stdout is {"project_id", "iteration_id", "publish_name", "uploaded",
     "duplicates", "failed", "export_dir", "classify"} ("duplicates" counts images that were already in the
@@ -96,7 +107,7 @@ def train(
     redact = Redactor([training_key or ""])
     platform = export or ("ONNX" if export_dir is not None else None)
     with usage_errors(redact):
-        data = _load(dataset, multilabel=multilabel)
+        data = _load(dataset, multilabel=multilabel, task=task, annotations=annotations)
         from ..training.custom_vision import CustomVisionTrainer
 
         trainer = CustomVisionTrainer(endpoint, training_key, prediction_resource_id=prediction_resource_id)
@@ -119,6 +130,7 @@ def train(
                 flavor=flavor,
                 timeout=train_timeout,
                 progress=report,
+                task="detection" if task == "detection" else "classification",
             )
     except AuthenticationError as exc:
         error_line(redact(str(exc)))
@@ -144,8 +156,21 @@ def train(
         typer.echo(json.dumps({**result.summary(), "classify": settings}))
 
 
-def _load(dataset: Path, *, multilabel: bool) -> Any:
+def _load(
+    dataset: Path, *, multilabel: bool, task: str = "classification", annotations: Path | None = None
+) -> Any:
     from ..datasets import Dataset
+
+    if task not in ("classification", "detection"):
+        raise ConfigurationError(f"--task must be classification or detection, got {task!r}")
+    if task == "detection":
+        from ..detection_datasets import DetectionDataset
+
+        if annotations is not None:
+            return DetectionDataset.from_path(annotations, images_dir=dataset)
+        return DetectionDataset.from_path(dataset)
+    if annotations is not None:
+        raise ConfigurationError("--annotations is for --task detection")
 
     if dataset.is_file():
         return Dataset.from_manifest(dataset, multilabel=True if multilabel else None)

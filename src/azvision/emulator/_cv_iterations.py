@@ -6,8 +6,8 @@ when nothing changed since the last completed iteration) and then learns for rea
 background (``_cv_learning``); iterations go ``Training`` → ``Completed`` or ``Failed`` (with
 ``trainingErrorDetails``). Publishing needs an ARM-shaped prediction resource id; only iterations
 published to the emulator's own resource can be predicted with. Export builds the ONNX zip of
-classification iterations; other platforms and detector exports answer
-``400 BadRequestNotSupported``.
+classification iterations and of General (compact) detectors (the YOLOv2 ``model_outputs0``
+family); other platforms and S1 detector exports answer ``400 BadRequestNotSupported``.
 
 Example::
 
@@ -357,12 +357,13 @@ def _check_exportable(iteration: IterationRecord, platform: str, flavor: str | N
         )
     if platform not in ("CoreML", "TensorFlow", "DockerFile", "ONNX", "VAIDK", "OpenVino"):
         raise CVError(400, "BadRequestExportValidationFailed", f"Unknown export platform {platform!r}.")
-    if platform != "ONNX" or row[2] != "Classification":
+    s1_detector = row[2] == "ObjectDetection" and "[S1]" in row[1]
+    if platform != "ONNX" or s1_detector:
         raise CVError(
             400,
             "BadRequestNotSupported",
-            f"The azvision emulator only exports classification iterations to ONNX; {platform} "
-            f"exports of {row[2]} iterations are not supported by the emulator.",
+            f"The azvision emulator only exports classifiers and General (compact) detectors to ONNX; "
+            f"{platform} exports of {row[1]} {row[2]} iterations are not supported by the emulator.",
         )
     if flavor not in (None, "ONNX10", "ONNX12"):
         raise CVError(400, "BadRequestExportValidationFailed", f"Flavor {flavor!r} is not valid for ONNX.")

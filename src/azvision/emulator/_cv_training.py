@@ -6,8 +6,8 @@ from held-out folds, publishing, ONNX export and quick tests. Errors are the ser
 ``{"code", "message"}`` bodies.
 
 Emulator specifics: training is real transfer learning (see ``_cv_learning``) and takes at least
-``training_seconds``; only the ``ONNX`` export platform of classification iterations is built
-(other platforms, and detector exports, answer ``400 BadRequestNotSupported``); trainings are
+``training_seconds``; only the ``ONNX`` export platform is built, for classifiers and General
+(compact) detectors (other platforms and S1 detectors answer ``400 BadRequestNotSupported``); trainings are
 ``Regular`` whatever ``trainingType`` says; prediction images are never stored.
 
 Example::

@@ -1,4 +1,4 @@
-"""The emulator's ONNX export: a ZIP laid out like the service's compact-classifier export.
+"""The emulator's ONNX export: a ZIP laid out like the service's compact classifier or detector export.
 
 Example:
     >>> import numpy as np
@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from azvision.backends._onnx_outputs import DEFAULT_ANCHORS, DEFAULT_IOU
+from azvision.emulator._cv_detector import DETECTOR_INPUT, DetectorHead, detector_model
 from azvision.emulator._features import FEATURE_TENSOR, asset_bytes, backbone_bytes
 from azvision.emulator._head import LinearHead
 from azvision.emulator._preprocessing import INPUT_SIDE, SQUARE_SIDE
@@ -30,11 +32,11 @@ _LICENSE_ASSET = "LICENSE"
 
 
 def build_export_zip(
-    head: LinearHead,
+    head: LinearHead | DetectorHead,
     *,
     iteration_id: str,
     exported_at: datetime,
-    domain_type: str = "Classification",
+    domain_type: str | None = None,
 ) -> bytes:
     """A ZIP laid out like the service's compact-classifier ONNX export.
 
@@ -44,9 +46,13 @@ def build_export_zip(
     (reference §1.1). The same arguments always give the same bytes. A naive ``exported_at``
     is taken as UTC.
 
+    A `DetectorHead` gives the compact detector's export instead: ``model.onnx`` with input ``data``
+    ``[None, 3, 416, 416]`` (BGR 0-255) and the YOLOv2 grid ``model_outputs0`` ``[None, 5·(5+k), 13,
+    13]``, ``DomainType`` ``ObjectDetection``, and the anchors and NMS threshold in
+    ``metadata_properties.json`` (reference §3.2).
+
     Raises:
-        ValueError: ``domain_type`` is not ``"Classification"`` (the emulator trains no
-            detectors), or a label contains a line break.
+        ValueError: ``domain_type`` does not match the head, or a label contains a line break.
 
     Example:
         >>> head = LinearHead(("a", "b"), np.zeros((512, 2), np.float32), np.zeros(2, np.float32), False)
@@ -54,8 +60,11 @@ def build_export_zip(
         >>> sorted(zipfile.ZipFile(io.BytesIO(blob)).namelist())
         ['LICENSE', 'cvexport.manifest', 'labels.txt', 'metadata_properties.json', 'model.onnx']
     """
-    if domain_type != "Classification":
-        raise ValueError(f"the emulator exports classifiers only, not {domain_type!r}")
+    detector = isinstance(head, DetectorHead)
+    expected = "ObjectDetection" if detector else "Classification"
+    if domain_type not in (None, expected):
+        raise ValueError(f"a {type(head).__name__} exports as {expected}, not {domain_type!r}")
+    domain_type = expected
     if any("\n" in label or "\r" in label for label in head.labels):
         raise ValueError("labels.txt cannot hold a label with a line break")
     when = (
@@ -63,7 +72,7 @@ def build_export_zip(
         if exported_at.tzinfo is None
         else exported_at.astimezone(timezone.utc)
     )
-    model = export_model_bytes(head)
+    model = detector_model(head) if isinstance(head, DetectorHead) else export_model_bytes(head)
     manifest = {
         "DomainType": domain_type,
         "Platform": "ONNX",
@@ -149,7 +158,9 @@ def export_model_bytes(head: LinearHead) -> bytes:
     return serialised
 
 
-def _export_metadata(head: LinearHead) -> dict[str, str]:
+def _export_metadata(head: LinearHead | DetectorHead) -> dict[str, str]:
+    if isinstance(head, DetectorHead):
+        return _detector_metadata()
     crop_h = crop_w = INPUT_SIDE
     side = str(SQUARE_SIDE)
     method = "ClassificationMultiLabel" if head.multilabel else "ClassificationMultiClass"
@@ -173,6 +184,32 @@ def _export_metadata(head: LinearHead) -> dict[str, str]:
         "CustomVision.Preprocess.TargetWidth": side,
         # The real service writes these three values whatever the model expects (reference
         # §2.2); readers must take them from model.onnx's metadata_props instead.
+        "Image.BitmapPixelFormat": "Rgb8",
+        "Image.ColorSpaceGamma": "SRGB",
+        "Image.NominalPixelRange": "Normalized_0_1",
+    }
+
+
+def _detector_metadata() -> dict[str, str]:
+    side = str(DETECTOR_INPUT)
+    return {
+        "CustomVision.Metadata.AdditionalModelInfo": "",
+        "CustomVision.Metadata.Version": "1.2",
+        "CustomVision.Postprocess.Method": "Yolo",
+        "CustomVision.Postprocess.Yolo.Biases": json.dumps([v for pair in DEFAULT_ANCHORS for v in pair]),
+        "CustomVision.Postprocess.Yolo.NmsThreshold": str(DEFAULT_IOU),
+        "CustomVision.Preprocess.CropHeight": "0",
+        "CustomVision.Preprocess.CropMethod": "NoCrop",
+        "CustomVision.Preprocess.CropWidth": "0",
+        "CustomVision.Preprocess.MaxDimension": "0",
+        "CustomVision.Preprocess.MaxScale": "0.0",
+        "CustomVision.Preprocess.MinDimension": "0",
+        "CustomVision.Preprocess.MinScale": "0.0",
+        "CustomVision.Preprocess.NormalizeMean": "[0.0, 0.0, 0.0]",
+        "CustomVision.Preprocess.NormalizeStd": "[1.0, 1.0, 1.0]",
+        "CustomVision.Preprocess.ResizeMethod": "Stretch",
+        "CustomVision.Preprocess.TargetHeight": side,
+        "CustomVision.Preprocess.TargetWidth": side,
         "Image.BitmapPixelFormat": "Rgb8",
         "Image.ColorSpaceGamma": "SRGB",
         "Image.NominalPixelRange": "Normalized_0_1",

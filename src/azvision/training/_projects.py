@@ -15,20 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from azure.cognitiveservices.vision.customvision.training.models import (
     ImageFileCreateBatch,
     ImageFileCreateEntry,
+    Region,
 )
 
 from .._errors import ConfigurationError, ServiceError
 from ..datasets import Dataset
+from ..detection_datasets import DetectionDataset
 from ._core import TrainerCore, project_ref
 from ._upload import ExistingImage, OutgoingImage, Uploader, UploadItem
 from .models import ProjectInfo, UploadReport
 
-__all__ = ["ProjectsMixin"]
+__all__ = ["ProjectsMixin", "Task"]
+
+Task = Literal["classification", "detection"]
+_DOMAIN_TYPES: dict[str, str] = {"classification": "Classification", "detection": "ObjectDetection"}
 
 
 class ProjectsMixin(TrainerCore):
@@ -51,6 +56,7 @@ class ProjectsMixin(TrainerCore):
             domain_name=row.name if row is not None else None,
             classification_type=getattr(settings, "classification_type", None),
             exportable=bool(row is not None and row.exportable),
+            domain_type=row.type if row is not None else None,
         )
 
     def find_project(self, name: str) -> ProjectInfo | None:
@@ -66,23 +72,41 @@ class ProjectsMixin(TrainerCore):
         return None
 
     def project(
-        self, name: str, *, domain: str | None = None, multilabel: bool = False, exportable: bool = False
+        self,
+        name: str,
+        *,
+        domain: str | None = None,
+        multilabel: bool = False,
+        exportable: bool = False,
+        task: Task = "classification",
     ) -> ProjectInfo:
         """Get the project called ``name``, creating it if missing.
 
         ``domain`` is a domain name such as ``"General"`` or ``"General (compact)"`` (default: the
-        compact one when ``exportable``, else ``"General"``). An existing project must match the
-        classification type and, when asked, the domain; otherwise :class:`ConfigurationError`.
+        compact one when ``exportable``, else ``"General"``), of the classification domains or, with
+        ``task="detection"``, of the object-detection ones. An existing project must match the task, the
+        classification type and, when asked, the domain; otherwise `ConfigurationError`.
 
         Example:
-            >>> trainer.project("flowers", domain="General (compact)").exportable  # doctest: +SKIP
-            True
+            >>> trainer.project("tools", task="detection", exportable=True).domain_name  # doctest: +SKIP
+            'General (compact)'
         """
-        wanted_domain = self._domain(domain or ("General (compact)" if exportable else "General"))
-        kind = "Multilabel" if multilabel else "Multiclass"
+        if task not in _DOMAIN_TYPES:
+            raise ConfigurationError(f"task must be 'classification' or 'detection', got {task!r}")
+        detection = task == "detection"
+        wanted_domain = self._domain(
+            domain or ("General (compact)" if exportable else "General"), _DOMAIN_TYPES[task]
+        )
+        kind = None if detection else "Multilabel" if multilabel else "Multiclass"
         existing = self.find_project(name)
         if existing is not None:
-            if existing.classification_type and existing.classification_type != kind:
+            if existing.domain_type is not None and existing.detection != detection:
+                raise ConfigurationError(
+                    f"project {name!r} is an {'object detection' if existing.detection else 'classification'}"
+                    f" project, not {'object detection' if detection else 'classification'}; "
+                    "use another project name"
+                )
+            if kind and existing.classification_type and existing.classification_type != kind:
                 raise ConfigurationError(
                     f"project {name!r} exists as {existing.classification_type}, not {kind}; "
                     "use another project name"
@@ -103,17 +127,14 @@ class ProjectsMixin(TrainerCore):
         )
         return created if isinstance(created, ProjectInfo) else self._project_info(created)
 
-    def _domain(self, name: str) -> Any:
+    def _domain(self, name: str, kind: str = "Classification") -> Any:
         matches = [
-            d
-            for d in self._domain_list()
-            if d.type == "Classification" and d.name.lower() == name.strip().lower()
+            d for d in self._domain_list() if d.type == kind and d.name.lower() == name.strip().lower()
         ]
         if not matches:
-            names = sorted({d.name for d in self._domain_list() if d.type == "Classification"})
-            raise ConfigurationError(
-                f"unknown classification domain {name!r}; choose one of: {', '.join(names)}"
-            )
+            names = sorted({d.name for d in self._domain_list() if d.type == kind})
+            what = "object detection" if kind == "ObjectDetection" else "classification"
+            raise ConfigurationError(f"unknown {what} domain {name!r}; choose one of: {', '.join(names)}")
         return matches[0]
 
     def tags(self, project: ProjectInfo | str, names: Sequence[str]) -> dict[str, str]:
@@ -149,11 +170,13 @@ class ProjectsMixin(TrainerCore):
     def upload(
         self,
         project: ProjectInfo | str,
-        dataset: Dataset,
+        dataset: Dataset | DetectionDataset,
         *,
         progress: Callable[[int, int], None] | None = None,
     ) -> UploadReport:
         """Upload a data set (tags created as needed); returns what happened to every image.
+
+        A `DetectionDataset` is uploaded with its regions (images without regions go untagged).
 
         Images already in the project (from an earlier, possibly interrupted run) are not sent again;
         see :mod:`azvision.training._upload`. ``progress(done, total)`` is called as images settle.
@@ -164,15 +187,37 @@ class ProjectsMixin(TrainerCore):
         """
         project_id = project_ref(project)
         tag_ids = self.tags(project_id, dataset.labels)
-        items = [
-            UploadItem(dataset.display_name(it), it.path, tuple(tag_ids[label] for label in it.labels))
-            for it in dataset.items
-        ]
+        if isinstance(dataset, DetectionDataset):
+            items = [
+                UploadItem(
+                    dataset.display_name(it),
+                    it.path,
+                    (),
+                    tuple(
+                        (tag_ids[r.label], r.box.left, r.box.top, r.box.width, r.box.height)
+                        for r in it.regions
+                    ),
+                )
+                for it in dataset.items
+            ]
+        else:
+            items = [
+                UploadItem(dataset.display_name(it), it.path, tuple(tag_ids[label] for label in it.labels))
+                for it in dataset.items
+            ]
 
         def send(images: Sequence[OutgoingImage], metadata: Any) -> list[tuple[str, str]]:
             batch = ImageFileCreateBatch(
                 images=[
-                    ImageFileCreateEntry(name=i.name, contents=bytearray(i.data), tag_ids=list(i.tag_ids))
+                    ImageFileCreateEntry(
+                        name=i.name,
+                        contents=bytearray(i.data),
+                        tag_ids=list(i.tag_ids) or None,
+                        regions=[
+                            Region(tag_id=t, left=x, top=y, width=w, height=h) for t, x, y, w, h in i.regions
+                        ]
+                        or None,
+                    )
                     for i in images
                 ],
                 metadata=dict(metadata),

@@ -19,9 +19,10 @@ from .._retry import PollSchedule, poll
 from ._core import NAME, TrainerCore, iteration_info, iteration_ref, project_ref
 from .models import IterationInfo, IterationPerformance, ProjectInfo, TagPerformance
 
-__all__ = ["TrainingJob", "TrainingMixin", "performance_info"]
+__all__ = ["MIN_IMAGES_PER_TAG", "TrainingJob", "TrainingMixin", "performance_info"]
 
-_MIN_IMAGES_PER_TAG = 5
+#: The service's minimum of tagged images per tag, by task (reference §1.9).
+MIN_IMAGES_PER_TAG = {"classification": 5, "detection": 15}
 
 
 def performance_info(
@@ -195,10 +196,14 @@ class TrainingMixin(TrainerCore):
             counts = {t.name: t.image_count or 0 for t in self._call(lambda c: c.get_tags(project_id))}
         except AzVisionError:
             counts = {}
-        short = [f"{name!r} has {n}" for name, n in sorted(counts.items()) if n < _MIN_IMAGES_PER_TAG]
+        task = "detection" if "Detection" in (exc.code or "") else "classification"
+        minimum = MIN_IMAGES_PER_TAG[task]
+        short = [f"{name!r} has {n}" for name, n in sorted(counts.items()) if n < minimum]
         if not short:
             return message
-        rule = f"Custom Vision needs at least {_MIN_IMAGES_PER_TAG} images per tag"
+        rule = f"Custom Vision needs at least {minimum} images per tag" + (
+            " for object detection" if task == "detection" else ""
+        )
         return f"{message} — {rule} ({', '.join(short)})"
 
     def performance(

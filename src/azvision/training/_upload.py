@@ -40,6 +40,7 @@ __all__ = [
     "TRAINING_LIMITS",
     "ExistingImage",
     "OutgoingImage",
+    "RegionSpec",
     "UploadItem",
     "Uploader",
     "decode_manifest",
@@ -82,22 +83,29 @@ _REASONS = {
 }
 
 
+#: One region to create with an image: ``(tag id, left, top, width, height)``, normalised.
+RegionSpec = tuple[str, float, float, float, float]
+
+
 @dataclass(frozen=True)
 class UploadItem:
-    """One file to upload: the name shown in reports, where it is, and the tag ids it gets."""
+    """One file to upload: the name shown in reports, where it is, its tag ids and regions (detection)."""
 
     name: str
     path: Path
     tag_ids: tuple[str, ...]
+    regions: tuple[RegionSpec, ...] = ()
 
 
 @dataclass(frozen=True)
 class OutgoingImage:
-    """One image in a request: ``name`` (echoed back by the service as ``sourceUrl``), bytes, tag ids."""
+    """One image in a request: ``name`` (echoed back by the service as ``sourceUrl``), bytes, tag ids
+    and regions."""
 
     name: str
     data: bytes
     tag_ids: tuple[str, ...]
+    regions: tuple[RegionSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -337,7 +345,7 @@ class Uploader:
                 reason = f"the image is {width}x{height} px; Custom Vision needs an aspect ratio ≤ 25:1"
                 outcomes.fail(item.name, reason, "InvalidImageError")
                 continue
-            image = OutgoingImage(item.name, loaded.data, item.tag_ids)
+            image = OutgoingImage(item.name, loaded.data, item.tag_ids, item.regions)
             prepared.append(_Prepared(item, digest, image, loaded.size))
         if not prepared:
             return len(batch)

@@ -38,14 +38,15 @@ from typing_extensions import Self
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
 from .._cv_sdk import close_client
-from .._errors import AzVisionError, ConfigurationError
+from .._errors import AzVisionError, ConfigurationError, TrainingError
 from .._retry import RetryPolicy, Throttle
 from ..datasets import Dataset
+from ..detection_datasets import DetectionDataset
 from ._export import ExportsMixin
 from ._export_dataset import DatasetExportMixin
-from ._projects import ProjectsMixin
+from ._projects import ProjectsMixin, Task
 from ._publish import PublishingMixin
-from ._training import TrainingJob, TrainingMixin
+from ._training import MIN_IMAGES_PER_TAG, TrainingJob, TrainingMixin
 from .models import ExportInfo, TrainProgress, TrainResult
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class CustomVisionTrainer(DatasetExportMixin, ExportsMixin, PublishingMixin, Tra
     # -- the whole story -----------------------------------------------------------------------
     def train_from_folder(
         self,
-        dataset: Dataset | str | os.PathLike[str],
+        dataset: Dataset | DetectionDataset | str | os.PathLike[str],
         *,
         project: str,
         publish_name: str | None = None,
@@ -192,36 +193,53 @@ class CustomVisionTrainer(DatasetExportMixin, ExportsMixin, PublishingMixin, Tra
         threshold: float = 0.5,
         timeout: float = 3600.0,
         progress: ProgressCallback | None = None,
+        task: Task = "classification",
+        annotations: str | os.PathLike[str] | None = None,
     ) -> TrainResult:
-        """Folder (or :class:`Dataset`) → project → upload → train → publish → export, idempotently.
+        """Folder (or `Dataset`) → project → upload → train → publish → export, idempotently.
 
         A re-run uploads only what is missing, reuses the latest iteration when the service says no
         training is needed, and publishes or exports only what is not done yet. ``export_dir`` without
-        ``export`` means ONNX. ``progress`` gets a :class:`TrainProgress` per step.
+        ``export`` means ONNX. ``progress`` gets a `TrainProgress` per step.
+
+        ``task="detection"`` makes an object-detection project from a `DetectionDataset` (or a path
+        `DetectionDataset.from_path` reads; ``annotations`` names the annotation file when it is not in
+        the folder): its images go up with their regions, and the service's rule of at least 15 images
+        per tag is checked before anything is uploaded.
 
         Example:
             >>> result = trainer.train_from_folder(  # doctest: +SKIP
             ...     "flowers/", project="flowers", publish_name="prod")
             >>> result.summary()  # doctest: +SKIP
             {'project_id': '…', 'iteration_id': '…', 'publish_name': 'prod', 'uploaded': 60, …}
+            >>> trainer.train_from_folder("tools/", project="tools", task="detection",  # doctest: +SKIP
+            ...                           annotations="tools/coco.json", export_dir="tools-onnx")
         """
 
         def tell(stage: Any, done: int | None = None, total: int | None = None, message: str = "") -> None:
             if progress is not None:
                 progress(TrainProgress(stage=stage, done=done, total=total, message=message))
 
-        data = dataset if isinstance(dataset, Dataset) else Dataset.from_folder(dataset)
+        data = _load_dataset(dataset, task=task, annotations=annotations)
         if not data.items:
             raise ConfigurationError(
                 f"no usable images in the data set ({len(data.skipped)} file(s) skipped)"
             )
-        tell("dataset", len(data), len(data), f"{len(data)} images, {len(data.labels)} labels")
+        described = f"{len(data)} images, {len(data.labels)} labels"
+        if isinstance(data, DetectionDataset):
+            regions = sum(data.region_counts().values())
+            described += f", {regions} regions, {data.negatives} without regions"
+            _check_minimum(data)
+        tell("dataset", len(data), len(data), described)
         platform = export or ("ONNX" if export_dir is not None else None)
         info = self.project(
             project,
             domain=domain,
-            multilabel=data.multilabel if multilabel is None else multilabel,
+            multilabel=data.multilabel
+            if isinstance(data, Dataset) and multilabel is None
+            else bool(multilabel),
             exportable=platform is not None,
+            task=task,
         )
         tell("project", message=f"project {info.name} ({info.id})")
         report = self.upload(info, data, progress=lambda done, total: tell("upload", done, total))
@@ -271,3 +289,36 @@ class CustomVisionTrainer(DatasetExportMixin, ExportsMixin, PublishingMixin, Tra
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _load_dataset(
+    dataset: Dataset | DetectionDataset | str | os.PathLike[str],
+    *,
+    task: Task,
+    annotations: str | os.PathLike[str] | None,
+) -> Dataset | DetectionDataset:
+    if task not in ("classification", "detection"):
+        raise ConfigurationError(f"task must be 'classification' or 'detection', got {task!r}")
+    detection = task == "detection"
+    if isinstance(dataset, (Dataset, DetectionDataset)):
+        if isinstance(dataset, DetectionDataset) != detection:
+            want = "a DetectionDataset" if detection else "a Dataset"
+            raise ConfigurationError(f"task={task!r} needs {want}, got {type(dataset).__name__}")
+        return dataset
+    if not detection:
+        return Dataset.from_folder(dataset)
+    if annotations is not None:
+        return DetectionDataset.from_path(annotations, images_dir=dataset)
+    return DetectionDataset.from_path(dataset)
+
+
+def _check_minimum(data: DetectionDataset) -> None:
+    """The service's rule (at least 15 images per tag), checked before anything is uploaded."""
+    minimum = MIN_IMAGES_PER_TAG["detection"]
+    short = [f"{label!r} has {n}" for label, n in data.counts().items() if n < minimum]
+    if short:
+        raise TrainingError(
+            f"Custom Vision needs at least {minimum} images per tag for object detection: "
+            f"{', '.join(short)}; nothing was uploaded",
+            backend="custom_vision",
+        )

@@ -107,6 +107,13 @@ class ProjectInfo(BaseModel):
     classification_type: str | None = None
     #: Whether the domain is a compact one (only compact models can be exported).
     exportable: bool = False
+    #: The domain's type: ``"Classification"`` or ``"ObjectDetection"`` (``None`` when unknown).
+    domain_type: str | None = None
+
+    @property
+    def detection(self) -> bool:
+        """``True`` for an object-detection project."""
+        return self.domain_type == "ObjectDetection"
 
     @property
     def multilabel(self) -> bool:

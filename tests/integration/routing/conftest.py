@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from azvision import CustomVisionBackend, CustomVisionTrainer, OnnxBackend, RetryPolicy
-from azvision._demo_data import make_dataset
 from azvision.datasets import Dataset
 from azvision.emulator import Emulator
+from azvision.synthetic import make_dataset
 
 CLASSES = ("circle", "square", "triangle")
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02, deadline=10)
