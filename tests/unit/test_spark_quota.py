@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -69,3 +71,20 @@ def test_rows_are_dealt_in_proportion_to_the_quotas_and_interleaved() -> None:
     assert list(itertools.islice(Dealer([3.0]).picks(), 3)) == [0, 0, 0]
     with pytest.raises(ValueError, match="positive"):
         Dealer([1.0, 0.0])
+
+
+def test_import_azvision_never_imports_pyspark() -> None:
+    code = "import sys, azvision; print([m for m in ('pyspark', 'pandas', 'pyarrow') if m in sys.modules])"
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert answer.stdout.strip() == "[]"
+
+
+def test_a_missing_spark_extra_says_which_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['pyspark'] = None\n"
+        "try:\n    import azvision.spark\n"
+        "except Exception as e:\n    print(type(e).__name__, e)"
+    )
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert answer.stdout.startswith("ConfigurationError azvision.spark needs the 'spark' extra")
+    assert "pip install 'azvision[spark]'" in answer.stdout
