@@ -7,7 +7,7 @@ Timings are ratios measured in the same run, never assertions in the test suite.
 Example:
     >>> from benchmarks import BENCHMARKS
     >>> list(BENCHMARKS)
-    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'azure_openai', 'routing', 'export']
+    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'azure_openai', 'routing', 'export', 'spark']
 """
 
 from __future__ import annotations
@@ -22,4 +22,5 @@ BENCHMARKS = {
     "azure_openai": "benchmarks.bench_azure_openai",
     "routing": "benchmarks.bench_routing",
     "export": "benchmarks.bench_export",
+    "spark": "benchmarks.bench_spark",
 }
