@@ -8,8 +8,8 @@ real ONNX export. Images and exports are downloadable from absolute URLs on the 
 (``/customvision/_blobs/...``), as the service's blob URLs would be, without a key.
 
 What is not: pricing tiers and quotas other than the documented per-request limits, advanced
-training, non-ONNX export platforms, detector exports, stored prediction images
-(``query_predictions``), suggested tags, region proposals, project import/export.
+training, non-ONNX export platforms, detector exports, the 30-day expiry of stored predictions,
+suggested tags, region proposals, project import/export.
 
 Example::
 
@@ -56,9 +56,7 @@ def routes(ctx: EmulatorContext) -> list[BaseRoute]:
             if image is None:
                 raise CVError(404, "NotFoundImage", "Image not found.")
             data = service.store.get_blob(project.id, f"images/{image.digest}")
-        with Image.open(io.BytesIO(data)) as decoded:
-            media_type = _MEDIA_TYPES.get(decoded.format or "", "application/octet-stream")
-        return Response(data, media_type=media_type)
+        return Response(data, media_type=_media_type(data))
 
     async def download_export(request: Request) -> Response:
         export_id = request.path_params["exportId"].lower()
@@ -74,10 +72,34 @@ def routes(ctx: EmulatorContext) -> list[BaseRoute]:
             headers={"Content-Disposition": f'attachment; filename="{export_id}.zip"'},
         )
 
+    async def download_prediction_image(request: Request) -> Response:
+        with service.store.lock:
+            project = service.store.project(request.path_params["projectId"])
+            record = service.predictions.records(project.id).get(request.path_params["predictionId"].lower())
+            try:
+                data = service.predictions.image(record) if record is not None else None
+            except KeyError:
+                data = None
+        if data is None:
+            raise CVError(404, "NotFound", "Prediction image not found.")
+        return Response(data, media_type=_media_type(data))
+
     blobs: list[BaseRoute] = [
         cv_route(service, "/customvision/_blobs/{projectId}/images/{imageId}", "GET", download_image, None),
+        cv_route(
+            service,
+            "/customvision/_blobs/{projectId}/predictions/{predictionId}",
+            "GET",
+            download_prediction_image,
+            None,
+        ),
         cv_route(
             service, "/customvision/_blobs/{projectId}/exports/{exportId}.zip", "GET", download_export, None
         ),
     ]
     return [*training_routes(service), *prediction_routes(service), *blobs]
+
+
+def _media_type(data: bytes) -> str:
+    with Image.open(io.BytesIO(data)) as decoded:
+        return _MEDIA_TYPES.get(decoded.format or "", "application/octet-stream")
