@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from ..datasets import Dataset
+from ._review import NONE_OF_THESE, AcceptResult, FailedDecision, ReviewItem
 from .custom_vision import CustomVisionTrainer, TrainingJob
 from .models import (
     ExportInfo,
@@ -21,12 +22,16 @@ from .models import (
 )
 
 __all__ = [
+    "NONE_OF_THESE",
+    "AcceptResult",
     "CustomVisionTrainer",
     "Dataset",
     "ExportInfo",
+    "FailedDecision",
     "IterationInfo",
     "IterationPerformance",
     "ProjectInfo",
+    "ReviewItem",
     "TagPerformance",
     "TrainResult",
     "TrainingJob",

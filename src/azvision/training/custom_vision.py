@@ -6,8 +6,9 @@ retries are switched off (it never retries a POST anyway), every call goes throu
 ``Retry-After``, and vendor exceptions become :class:`~azvision.AzVisionError` subclasses.
 
 The trainer is put together from one part per concept: the client and call loop (``_core``),
-projects, tags and uploads (``_projects``), training runs (``_training``), publication (``_publish``)
-and export (``_export``); this module adds the settings, the classifiers and the whole story,
+projects, tags and uploads (``_projects``), training runs (``_training``), publication
+(``_publish``), export (``_export``) and the review of stored predictions (``_review``); this
+module adds the settings, the classifiers and the whole story,
 :meth:`~CustomVisionTrainer.train_from_folder`.
 
 Example:
@@ -42,6 +43,7 @@ from ..datasets import Dataset
 from ._export import ExportsMixin
 from ._projects import ProjectsMixin
 from ._publish import PublishingMixin
+from ._review import ReviewMixin
 from ._training import TrainingJob, TrainingMixin
 from .models import ExportInfo, TrainProgress, TrainResult
 
@@ -53,7 +55,7 @@ __all__ = ["CustomVisionTrainer", "TrainingJob"]
 ProgressCallback = Callable[[TrainProgress], None]
 
 
-class CustomVisionTrainer(ExportsMixin, PublishingMixin, TrainingMixin, ProjectsMixin):
+class CustomVisionTrainer(ReviewMixin, ExportsMixin, PublishingMixin, TrainingMixin, ProjectsMixin):
     """Project, tags, upload, training, publication, performance and export on a Custom Vision resource.
 
     Args:
