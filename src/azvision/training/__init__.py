@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from ..datasets import Dataset
+from ._gate import Contender, RetrainResult
 from ._review import NONE_OF_THESE, AcceptResult, FailedDecision, ReviewItem
 from .custom_vision import CustomVisionTrainer, TrainingJob
 from .models import (
@@ -24,6 +25,7 @@ from .models import (
 __all__ = [
     "NONE_OF_THESE",
     "AcceptResult",
+    "Contender",
     "CustomVisionTrainer",
     "Dataset",
     "ExportInfo",
@@ -31,6 +33,7 @@ __all__ = [
     "IterationInfo",
     "IterationPerformance",
     "ProjectInfo",
+    "RetrainResult",
     "ReviewItem",
     "TagPerformance",
     "TrainResult",

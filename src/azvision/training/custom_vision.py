@@ -7,8 +7,8 @@ retries are switched off (it never retries a POST anyway), every call goes throu
 
 The trainer is put together from one part per concept: the client and call loop (``_core``),
 projects, tags and uploads (``_projects``), training runs (``_training``), publication
-(``_publish``), export (``_export``) and the review of stored predictions (``_review``); this
-module adds the settings, the classifiers and the whole story,
+(``_publish``), export (``_export``), the review of stored predictions (``_review``) and the
+retraining gate (``_gate``); this module adds the settings, the classifiers and the whole story,
 :meth:`~CustomVisionTrainer.train_from_folder`.
 
 Example:
@@ -41,9 +41,9 @@ from .._errors import ConfigurationError
 from .._retry import RetryPolicy, Throttle
 from ..datasets import Dataset
 from ._export import ExportsMixin
+from ._gate import RetrainMixin
 from ._projects import ProjectsMixin
 from ._publish import PublishingMixin
-from ._review import ReviewMixin
 from ._training import TrainingJob, TrainingMixin
 from .models import ExportInfo, TrainProgress, TrainResult
 
@@ -55,7 +55,7 @@ __all__ = ["CustomVisionTrainer", "TrainingJob"]
 ProgressCallback = Callable[[TrainProgress], None]
 
 
-class CustomVisionTrainer(ReviewMixin, ExportsMixin, PublishingMixin, TrainingMixin, ProjectsMixin):
+class CustomVisionTrainer(RetrainMixin, ExportsMixin, PublishingMixin, TrainingMixin, ProjectsMixin):
     """Project, tags, upload, training, publication, performance and export on a Custom Vision resource.
 
     Args:
