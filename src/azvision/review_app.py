@@ -54,6 +54,7 @@ class ReviewSession:
     trainer: CustomVisionTrainer
     project: str
     max_confidence: float = 0.6
+    project_name: str = ""
     items: list[Any] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     decided: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -62,7 +63,7 @@ class ReviewSession:
     def load(self) -> None:
         """Read the queue and the project's tags (at start-up)."""
         info = self.trainer._resolve(self.project)
-        self.project = info.id
+        self.project, self.project_name = info.id, info.name
         self.items = self.trainer.review_queue(info, max_confidence=self.max_confidence)
         tags = self.trainer._call(lambda c: c.get_tags(info.id))
         self.tags = sorted(str(t.name) for t in tags if t.type != "Negative")
@@ -70,6 +71,7 @@ class ReviewSession:
     def queue_json(self, token: str) -> dict[str, Any]:
         return {
             "project": self.project,
+            "project_name": self.project_name,
             "max_confidence": self.max_confidence,
             "tags": self.tags,
             "total": len(self.items),
@@ -235,7 +237,10 @@ class ReviewServer:
 
     def start(self) -> ReviewServer:
         """Load the queue, bind 127.0.0.1 and serve in a background thread."""
-        import uvicorn
+        try:
+            import uvicorn
+        except ImportError as exc:  # pragma: no cover - the emulator extra brings uvicorn
+            raise missing_extra(exc, what="azvision review", extra="emulator") from exc
 
         self.session.load()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
