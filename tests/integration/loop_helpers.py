@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from azvision import CustomVisionTrainer, RetryPolicy
+from azvision import CustomVisionTrainer, Prediction, RetryPolicy
 from azvision._demo_data import make_dataset, shape_image
 from azvision.datasets import Dataset, DatasetItem
 from azvision.emulator import Emulator
@@ -56,3 +56,14 @@ def stream(root: Path, per_class: int, *, seed: int, with_new: bool = True) -> D
             shape_image(kind, seed=f"{seed}/{index}", size=SIZE, classes=KNOWN).save(path, "PNG")
             items.append(DatasetItem(path, (kind,)))
     return Dataset(items=tuple(items), root=root)
+
+
+def classify_stream(trainer: CustomVisionTrainer, data: Dataset) -> dict[str, str]:
+    """Classify with the published model (the service stores the predictions); prediction id -> true shape."""
+    truth = {}
+    with trainer.classifier() as classifier:
+        outcomes = classifier.classify_many([item.path for item in data.items])
+        for item, outcome in zip(data.items, outcomes, strict=True):
+            assert isinstance(outcome, Prediction)
+            truth[outcome.raw["id"]] = item.label
+    return truth

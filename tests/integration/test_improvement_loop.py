@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from azvision import CustomVisionTrainer, Prediction
+from azvision import CustomVisionTrainer
 from azvision.cli.app import app
-from azvision.datasets import Dataset
 from azvision.emulator import Emulator
-from tests.integration.loop_helpers import KNOWN, NEW, make_trainer, stream, train_biased
+from tests.integration.loop_helpers import KNOWN, NEW, classify_stream, make_trainer, stream, train_biased
 
 
 @pytest.fixture
@@ -26,18 +25,6 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
         monkeypatch.setenv("CUSTOM_VISION_TRAINING_KEY", emulator.training_key)
         monkeypatch.setenv("CUSTOM_VISION_PREDICTION_RESOURCE_ID", emulator.prediction_resource_id)
         yield emulator
-
-
-def classify_stream(trainer: CustomVisionTrainer, data: Dataset) -> dict[str, str]:
-    """Classify with the published model (predictions are stored); prediction id -> the true shape."""
-    truth = {}
-    with trainer.classifier() as classifier:
-        for item, outcome in zip(
-            data.items, classifier.classify_many([i.path for i in data.items]), strict=True
-        ):
-            assert isinstance(outcome, Prediction)
-            truth[outcome.raw["id"]] = item.label
-    return truth
 
 
 def retrain(*args: str) -> tuple[int, dict[str, object], str]:

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from azvision import ConfigurationError, CustomVisionTrainer, NotFoundError, Prediction
+from azvision import ConfigurationError, CustomVisionTrainer, NotFoundError
 from azvision.datasets import Dataset
 from azvision.emulator import Emulator
 from azvision.training import NONE_OF_THESE, ReviewItem
-from tests.integration.loop_helpers import KNOWN, NEW, make_trainer, stream, train_biased
+from tests.integration.loop_helpers import KNOWN, NEW, classify_stream, make_trainer, stream, train_biased
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +37,7 @@ def classified(emu: Emulator, tmp_path: Path, request: pytest.FixtureRequest) ->
     with make_trainer(emu) as trainer:
         train_biased(trainer, tmp_path, name)
         data = stream(tmp_path / "stream", 10, seed=7)
-        truth = {}
-        with trainer.classifier() as classifier:
-            for item, outcome in zip(
-                data.items, classifier.classify_many([i.path for i in data.items]), strict=True
-            ):
-                assert isinstance(outcome, Prediction)
-                truth[outcome.raw["id"]] = item.label
+        truth = classify_stream(trainer, data)
         yield Classified(trainer, name, data, truth)
 
 

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from azvision import CustomVisionTrainer, Prediction
+from azvision import CustomVisionTrainer
 from azvision.cli.app import app
 from azvision.emulator import Emulator
 from azvision.review_app import ReviewServer
-from tests.integration.loop_helpers import make_trainer, stream, train_biased
+from tests.integration.loop_helpers import classify_stream, make_trainer, stream, train_biased
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -44,11 +44,7 @@ def trainer(emu: Emulator, tmp_path: Path, request: pytest.FixtureRequest) -> It
     """A model trained without hexagons (project: the parameter), and 12 stored predictions (3 hexagons)."""
     with make_trainer(emu) as trainer:
         train_biased(trainer, tmp_path, request.param)
-        data = stream(tmp_path / "stream", 3, seed=11)
-        with trainer.classifier() as classifier:
-            assert all(
-                isinstance(p, Prediction) for p in classifier.classify_many([i.path for i in data.items])
-            )
+        classify_stream(trainer, stream(tmp_path / "stream", 3, seed=11))
         yield trainer
 
 

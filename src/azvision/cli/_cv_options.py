@@ -8,14 +8,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .._errors import AuthenticationError, AzVisionError
+from ._output import error_line, usage_errors
+
 if TYPE_CHECKING:
     from ..training.custom_vision import CustomVisionTrainer
 
-__all__ = ["Endpoint", "PredictionResourceId", "Project", "TrainingKey", "make_trainer"]
+__all__ = ["Endpoint", "PredictionResourceId", "Project", "TrainingKey", "make_trainer", "service_errors"]
 
 _PANEL = "Custom Vision training resource (each falls back to its environment variable)"
 
@@ -36,3 +41,18 @@ def make_trainer(
     from ..training.custom_vision import CustomVisionTrainer
 
     return CustomVisionTrainer(endpoint, training_key, prediction_resource_id=prediction_resource_id)
+
+
+@contextlib.contextmanager
+def service_errors(redact: Callable[[str], str]) -> Iterator[None]:
+    """One redacted line on stderr, then exit 2 for configuration and authentication errors, 1 for the
+    others (the service failed, training failed)."""
+    try:
+        with usage_errors(redact):
+            yield
+    except AuthenticationError as exc:
+        error_line(redact(str(exc)))
+        raise typer.Exit(2) from None
+    except AzVisionError as exc:
+        error_line(redact(f"{type(exc).__name__}: {exc}"))
+        raise typer.Exit(1) from None

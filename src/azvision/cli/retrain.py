@@ -18,10 +18,10 @@ from typing import Annotated
 
 import typer
 
-from .._errors import AuthenticationError, AzVisionError, ConfigurationError
-from ._cv_options import Endpoint, PredictionResourceId, Project, TrainingKey, make_trainer
+from .._errors import ConfigurationError
+from ._cv_options import Endpoint, PredictionResourceId, Project, TrainingKey, make_trainer, service_errors
 from ._options import Redactor
-from ._output import error_line, usage_errors
+from ._output import usage_errors
 
 __all__ = ["register", "retrain"]
 
@@ -70,17 +70,10 @@ def retrain(
             raise ConfigurationError(f"--holdout {holdout} is not a folder")
         trainer = make_trainer(endpoint, training_key, prediction_resource_id)
         trainer.validated_resource_id()
-    try:
-        with trainer, usage_errors(redact):
-            result = trainer.retrain(
-                project, holdout, publish_name=publish_name, max_drop=max_drop, timeout=train_timeout
-            )
-    except AuthenticationError as exc:
-        error_line(redact(str(exc)))
-        raise typer.Exit(2) from None
-    except AzVisionError as exc:
-        error_line(redact(f"{type(exc).__name__}: {exc}"))
-        raise typer.Exit(1) from None
+    with service_errors(redact), trainer:
+        result = trainer.retrain(
+            project, holdout, publish_name=publish_name, max_drop=max_drop, timeout=train_timeout
+        )
     typer.echo(f"{result.published} keeps {result.publish_name!r}: {result.reason}", err=json_out)
     if json_out:
         typer.echo(json.dumps(result.to_dict()))

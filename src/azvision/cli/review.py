@@ -16,10 +16,9 @@ from typing import Annotated
 
 import typer
 
-from .._errors import AuthenticationError, AzVisionError
-from ._cv_options import Endpoint, Project, TrainingKey, make_trainer
+from ._cv_options import Endpoint, Project, TrainingKey, make_trainer, service_errors
 from ._options import Redactor
-from ._output import error_line, usage_errors
+from ._output import usage_errors
 
 __all__ = ["register", "review"]
 
@@ -44,28 +43,19 @@ def review(
 
     with usage_errors(redact):
         trainer = make_trainer(endpoint, training_key, None)
-    try:
-        with (
-            trainer,
-            usage_errors(redact),
-            ReviewServer(trainer, project, max_confidence=max_confidence, port=port) as server,
-        ):
-            total = len(server.session.items)
-            typer.echo(f"{total} image(s) to review in {project} (confidence ≤ {max_confidence})", err=True)
-            typer.echo(server.url)
-            typer.echo("open the address above in a browser; Ctrl-C stops", err=True)
+        server = ReviewServer(trainer, project, max_confidence=max_confidence, port=port)
+    with service_errors(redact), trainer, server:
+        total = len(server.session.items)
+        typer.echo(f"{total} image(s) to review in {project} (confidence ≤ {max_confidence})", err=True)
+        typer.echo(server.url)
+        typer.echo("open the address above in a browser; Ctrl-C stops", err=True)
+        try:
             while True:
                 time.sleep(0.5)
-    except KeyboardInterrupt:
-        summary = server.session.summary()
-        typer.echo(
-            f"reviewed {summary['done']} of {summary['total']}: {summary['added']} added, "
-            f"{summary['skipped']} skipped, {summary['failed']} failed",
-            err=True,
-        )
-    except AuthenticationError as exc:
-        error_line(redact(str(exc)))
-        raise typer.Exit(2) from None
-    except AzVisionError as exc:
-        error_line(redact(f"{type(exc).__name__}: {exc}"))
-        raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            summary = server.session.summary()
+            typer.echo(
+                f"reviewed {summary['done']} of {summary['total']}: {summary['added']} added, "
+                f"{summary['skipped']} skipped, {summary['failed']} failed",
+                err=True,
+            )
