@@ -51,6 +51,9 @@ check.register(app)  # azvision check
 _register_if_present("azvision.cli.train")  # azvision train  (src/azvision/cli/train.py)
 _register_if_present("azvision.cli.demo")  # azvision demo   (src/azvision/cli/demo.py)
 _register_if_present("azvision.cli.export_dataset")  # azvision export-dataset (cli/export_dataset.py)
+_register_if_present("azvision.cli.retrain")  # azvision retrain (src/azvision/cli/retrain.py)
+_register_if_present("azvision.cli.monitor")  # azvision monitor (src/azvision/cli/monitor.py)
+_register_if_present("azvision.cli.review")  # azvision review (src/azvision/cli/review.py)
 # ---------------------------------------------------------------------------------------------------------
 
 

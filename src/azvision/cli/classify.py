@@ -6,6 +6,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -182,7 +183,7 @@ def classify(
             clf, sources, lambda s: s, concurrency=concurrency, max_rps=max_rps
         ):
             tally.add(outcome)
-            yield result_record(source, outcome, spec.name, redact)
+            yield {**result_record(source, outcome, spec.name, redact), "time": utc_now()}
 
     def count(record: dict[str, Any]) -> bool:
         ok = record.get("error") is None
@@ -233,6 +234,16 @@ def classify(
     if hint is not None:
         error_line(redact(hint))
     raise typer.Exit(1 if counts["failed"] or counts["skipped_failed"] else 0)
+
+
+def utc_now() -> str:
+    """When an answer arrived, for the JSONL ``time`` field (``azvision monitor``'s daily trend).
+
+    Example:
+        >>> utc_now().endswith("Z") and utc_now()[10] == "T"
+        True
+    """
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _bar(quiet: bool) -> bool:

@@ -11,8 +11,8 @@ image scaled to at most :data:`VARIANT_SIDES` px on its longer side (the stored 
 smaller already; the service's own sizes are not documented).
 
 What is not: pricing tiers and quotas other than the documented per-request limits, advanced
-training, non-ONNX export platforms, detector exports, stored prediction images
-(``query_predictions``), suggested tags, region proposals, project import/export.
+training, non-ONNX export platforms, detector exports, the 30-day expiry of stored predictions,
+suggested tags, region proposals, project import/export.
 
 Example::
 
@@ -96,6 +96,19 @@ def routes(ctx: EmulatorContext) -> list[BaseRoute]:
             headers={"Content-Disposition": f'attachment; filename="{export_id}.zip"'},
         )
 
+    async def download_prediction_image(request: Request) -> Response:
+        with service.store.lock:
+            project = service.store.project(request.path_params["projectId"])
+            record = service.predictions.records(project.id).get(request.path_params["predictionId"].lower())
+            try:
+                data = service.predictions.image(record) if record is not None else None
+            except KeyError:
+                data = None
+        if data is None:
+            raise CVError(404, "NotFound", "Prediction image not found.")
+        body, media_type = _variant(data, None)
+        return Response(body, media_type=media_type)
+
     blobs: list[BaseRoute] = [
         cv_route(service, "/customvision/_blobs/{projectId}/images/{imageId}", "GET", download_image, None),
         cv_route(
@@ -103,6 +116,13 @@ def routes(ctx: EmulatorContext) -> list[BaseRoute]:
             "/customvision/_blobs/{projectId}/images/{imageId}/{variant:str}",
             "GET",
             download_image,
+            None,
+        ),
+        cv_route(
+            service,
+            "/customvision/_blobs/{projectId}/predictions/{predictionId}",
+            "GET",
+            download_prediction_image,
             None,
         ),
         cv_route(

@@ -37,6 +37,7 @@ from azvision.emulator._cv_store import (
     ProjectRecord,
     TagRecord,
 )
+from azvision.emulator._cv_stored import PredictionStore
 from azvision.emulator._image_header import read_header
 from azvision.emulator._json_stream import StringCapper
 
@@ -80,6 +81,7 @@ class CustomVisionService:
         self.engine = LearningEngine(
             self.store, seed=ctx.config.seed, training_seconds=ctx.config.training_seconds
         )
+        self.predictions = PredictionStore(self.store)
 
     @property
     def blob_base(self) -> str:
@@ -90,6 +92,7 @@ class CustomVisionService:
         with self.store.lock:
             self.store.reset()
             self.engine.reset()
+            self.predictions.reset()
 
     def close(self) -> None:
         self.engine.close()
@@ -249,14 +252,16 @@ def cut_body(request: Request) -> None:
 @dataclass
 class Upload:
     """One image of a request: its ``sourceUrl`` (quoted file name, or URL; ``None`` when the
-    request gives no name), bytes, tags, regions, and a per-image status forced by the caller
-    (``ErrorSource`` for a URL that could not be fetched)."""
+    request gives no name), bytes, tags, regions, a per-image status forced by the caller
+    (``ErrorSource`` for a URL that could not be fetched) and the id the image is to take (an image
+    made from a stored prediction takes the prediction's id; others get a new one)."""
 
     source: str | None
     data: bytes
     tag_ids: list[str] = field(default_factory=list)
     regions: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    image_id: str | None = None
 
 
 async def read_images(request: Request, limit: int, *, first_only: bool = False) -> list[Upload]:

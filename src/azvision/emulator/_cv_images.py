@@ -195,7 +195,7 @@ class ImagesApi(ApiBase):
             return "OKDuplicate", project.images[digests[digest]]
         stamp = now_iso()
         image = ImageRecord(
-            id=new_id(),
+            id=upload.image_id or new_id(),
             created=stamp,
             width=info.width,
             height=info.height,

@@ -269,24 +269,26 @@ class IterationsApi(ApiBase):
                 raise CVError(400, "BadRequestIterationIsNotTrained", "The iteration is not trained.")
             return iteration
 
-    async def _quick_test(self, iteration: IterationRecord, data: bytes) -> Response:
+    async def _quick_test(self, request: Request, iteration: IterationRecord, data: bytes) -> Response:
         detect = is_detection(iteration.domain_id)
         check_task(iteration, detect=detect)
         prediction_image(data, MAX_TRAINING_IMAGE_BYTES)
         body = await run_in_threadpool(
             image_prediction, self.service, iteration, data, detect=detect, with_tag_type=True
         )
+        if query_bool(request, "store", default=True):
+            self.service.predictions.add(iteration, data, body, application=None)
         return JSONResponse(body)
 
     async def quick_test_image(self, request: Request) -> Response:
         iteration = self._quick_test_iteration(request)
         uploads = await read_images(request, MAX_TRAINING_IMAGE_BYTES, first_only=True)
-        return await self._quick_test(iteration, uploads[0].data if uploads else b"")
+        return await self._quick_test(request, iteration, uploads[0].data if uploads else b"")
 
     async def quick_test_image_url(self, request: Request) -> Response:
         iteration = self._quick_test_iteration(request)
         data = await image_from_url(self.service, request, MAX_TRAINING_IMAGE_BYTES)
-        return await self._quick_test(iteration, data)
+        return await self._quick_test(request, iteration, data)
 
 
 def _samples(project: ProjectRecord, tag_ids: list[str], detection: bool) -> list[Sample]:

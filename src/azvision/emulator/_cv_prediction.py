@@ -2,7 +2,8 @@
 
 ``classify`` and ``detect``, each on ``/image`` (multipart ``imageData`` or raw bytes, ≤ 4 MB)
 and ``/url`` (JSON ``{"url"}``; the emulator only fetches loopback URLs), with and without
-``/nostore`` (the emulator stores no prediction images either way). An unknown project, an
+``/nostore``: without it the image and the answer are stored (see ``_cv_stored``) for
+``predictions/query`` and ``images/predictions``, as the service does. An unknown project, an
 unknown or unpublished publish name, or an iteration published to another prediction resource
 answer ``404 {"code": "NotFoundIteration", "message": "Invalid iteration"}`` like the service.
 Predictions are sorted by probability, highest first; ``tagType`` appears in v3.1 only.
@@ -62,7 +63,12 @@ def prediction_routes(service: CustomVisionService) -> list[Route]:
             base = f"/customvision/{version}/prediction/{{projectId}}/{task}/iterations/{{publishedName}}"
             path = f"{base}/{source}"
             handler = _handler(
-                service, name, detect=task == "detect", by_url=source == "url", version=version
+                service,
+                name,
+                detect=task == "detect",
+                by_url=source == "url",
+                version=version,
+                store=not nostore,
             )
             routes.append(
                 cv_route(service, path + ("/nostore" if nostore else ""), "POST", handler, PREDICTION)
@@ -70,7 +76,9 @@ def prediction_routes(service: CustomVisionService) -> list[Route]:
     return routes
 
 
-def _handler(service: CustomVisionService, name: str, *, detect: bool, by_url: bool, version: str) -> Handler:
+def _handler(
+    service: CustomVisionService, name: str, *, detect: bool, by_url: bool, version: str, store: bool
+) -> Handler:
     async def predict(request: Request) -> Response:
         with service.store.lock:
             iteration = published_iteration(
@@ -86,6 +94,9 @@ def _handler(service: CustomVisionService, name: str, *, detect: bool, by_url: b
         body = await run_in_threadpool(
             image_prediction, service, iteration, data, detect=detect, with_tag_type=version != "v3.0"
         )
+        if store:
+            application = request.query_params.get("application")
+            service.predictions.add(iteration, data, body, application=application)
         return JSONResponse(body)
 
     predict.__name__ = name

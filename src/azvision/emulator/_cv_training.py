@@ -8,7 +8,7 @@ from held-out folds, publishing, ONNX export and quick tests. Errors are the ser
 Emulator specifics: training is real transfer learning (see ``_cv_learning``) and takes at least
 ``training_seconds``; only the ``ONNX`` export platform is built, for classifiers and General
 (compact) detectors (other platforms and S1 detectors answer ``400 BadRequestNotSupported``); trainings are
-``Regular`` whatever ``trainingType`` says; prediction images are never stored.
+``Regular`` whatever ``trainingType`` says. Stored predictions: see ``_cv_stored_api``.
 
 Example::
 
@@ -51,6 +51,7 @@ from azvision.emulator._cv_store import (
     project_json,
     tag_json,
 )
+from azvision.emulator._cv_stored_api import StoredPredictionsApi
 
 VERSIONS = ("v3.3", "v3.4-preview")
 MAX_TAGS = 500
@@ -62,6 +63,7 @@ def training_routes(service: CustomVisionService) -> list[Route]:
     api = _ProjectsApi(service)
     images = ImagesApi(service)
     iterations = IterationsApi(service)
+    stored = StoredPredictionsApi(service)
     table: list[tuple[str, str, Handler]] = [
         ("/domains", "GET", api.get_domains),
         ("/domains/{domainId}", "GET", api.get_domain),
@@ -107,6 +109,9 @@ def training_routes(service: CustomVisionService) -> list[Route]:
         ("/projects/{projectId}/iterations/{iterationId}/publish", "DELETE", iterations.unpublish_iteration),
         ("/projects/{projectId}/quicktest/image", "POST", iterations.quick_test_image),
         ("/projects/{projectId}/quicktest/url", "POST", iterations.quick_test_image_url),
+        ("/projects/{projectId}/predictions", "DELETE", stored.delete_prediction),
+        ("/projects/{projectId}/predictions/query", "POST", stored.query_predictions),
+        ("/projects/{projectId}/images/predictions", "POST", stored.create_images_from_predictions),
     ]
     return [
         cv_route(service, f"/customvision/{version}/training{path}", method, handler, TRAINING)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from ..datasets import Dataset
 from ._export_models import DatasetExport, ExportedImage, ExportedModel, ExportedRegion, NotExported
+from ._gate import Contender, RetrainResult
+from ._review import NONE_OF_THESE, AcceptResult, FailedDecision, ReviewItem
 from .custom_vision import CustomVisionTrainer, TrainingJob
 from .models import (
     ExportInfo,
@@ -22,6 +24,9 @@ from .models import (
 )
 
 __all__ = [
+    "NONE_OF_THESE",
+    "AcceptResult",
+    "Contender",
     "CustomVisionTrainer",
     "Dataset",
     "DatasetExport",
@@ -29,10 +34,13 @@ __all__ = [
     "ExportedImage",
     "ExportedModel",
     "ExportedRegion",
+    "FailedDecision",
     "IterationInfo",
     "IterationPerformance",
     "NotExported",
     "ProjectInfo",
+    "RetrainResult",
+    "ReviewItem",
     "TagPerformance",
     "TrainResult",
     "TrainingJob",

@@ -6,8 +6,9 @@ retries are switched off (it never retries a POST anyway), every call goes throu
 ``Retry-After``, and vendor exceptions become :class:`~azvision.AzVisionError` subclasses.
 
 The trainer is put together from one part per concept: the client and call loop (``_core``),
-projects, tags and uploads (``_projects``), training runs (``_training``), publication (``_publish``)
-and export (``_export``); this module adds the settings, the classifiers and the whole story,
+projects, tags and uploads (``_projects``), training runs (``_training``), publication
+(``_publish``), export (``_export``), the review of stored predictions (``_review``) and the
+retraining gate (``_gate``); this module adds the settings, the classifiers and the whole story,
 :meth:`~CustomVisionTrainer.train_from_folder`.
 
 Example:
@@ -44,6 +45,7 @@ from ..datasets import Dataset
 from ..detection_datasets import DetectionDataset
 from ._export import ExportsMixin
 from ._export_dataset import DatasetExportMixin
+from ._gate import RetrainMixin
 from ._projects import ProjectsMixin, Task
 from ._publish import PublishingMixin
 from ._training import MIN_IMAGES_PER_TAG, TrainingJob, TrainingMixin
@@ -57,7 +59,9 @@ __all__ = ["CustomVisionTrainer", "TrainingJob"]
 ProgressCallback = Callable[[TrainProgress], None]
 
 
-class CustomVisionTrainer(DatasetExportMixin, ExportsMixin, PublishingMixin, TrainingMixin, ProjectsMixin):
+class CustomVisionTrainer(
+    RetrainMixin, DatasetExportMixin, ExportsMixin, PublishingMixin, TrainingMixin, ProjectsMixin
+):
     """Project, tags, upload, training, publication, performance and export on a Custom Vision resource.
 
     Before the service retires, :meth:`export_dataset` takes a project's labelled images out (AutoML
