@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from azvision import CustomVisionTrainer, Prediction, RetryPolicy
-from azvision._demo_data import make_dataset, shape_image
 from azvision.datasets import Dataset, DatasetItem
 from azvision.emulator import Emulator
+from azvision.synthetic import make_dataset, shape_image
 from azvision.training.models import TrainResult
 
 KNOWN = ("circle", "square", "triangle")
