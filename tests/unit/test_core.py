@@ -243,6 +243,7 @@ def test_known_backends_say_which_extra_to_install(monkeypatch: pytest.MonkeyPat
     known = azvision.known_backends()
     assert sorted(known) == ["azure_ml", "azure_openai", "custom_vision", "image_analysis", "onnx"]
     assert known["onnx"].install_hint == "pip install 'azvision[onnx]'"
+    assert known["azure_openai"].install_hint == "pip install 'azvision[openai]'"
     assert known["custom_vision"].extra is None and "custom-vision" in known["custom_vision"].aliases
     azvision.register_backend("ghost", "azvision_no_such_package.mod:Ghost")
     try:
