@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from typing_extensions import Self
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
-from .._cv_sdk import close_client
 from .._errors import ConfigurationError
 from .._retry import RetryPolicy, Throttle
 from ..datasets import Dataset
@@ -253,6 +252,8 @@ class CustomVisionTrainer(ExportsMixin, PublishingMixin, TrainingMixin, Projects
             return
         self._closed = True
         if self._vendor is not None:
+            from .._cv_sdk import close_client  # already loaded with the vendor client
+
             close_client(self._vendor)
 
     def __enter__(self) -> Self:
