@@ -252,9 +252,7 @@ class CustomVisionTrainer(ExportsMixin, PublishingMixin, TrainingMixin, Projects
             return
         self._closed = True
         if self._vendor is not None:
-            from .._cv_sdk import close_client  # already loaded with the vendor client
-
-            close_client(self._vendor)
+            self._vendor.close()
 
     def __enter__(self) -> Self:
         return self
