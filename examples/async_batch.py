@@ -37,7 +37,8 @@ async def classify_all(name: str, clf: Classifier, paths: Sequence[Path], truth:
             print(f"  {name:8} {path.name:16} failed: {outcome}")
             continue
         right += outcome.label == label
-        print(f"  {name:8} {path.name:16} {outcome.label:9} {outcome.confidence:6.1%}  (truth {label})")
+        top = outcome.label or "(none)"  # no label at or above the model's threshold
+        print(f"  {name:8} {path.name:16} {top:9} {outcome.confidence:6.1%}  (truth {label})")
     return right
 
 

@@ -79,6 +79,7 @@ def inference_python() -> Path:
     return ensure_environment()
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "inference_python" in getattr(item, "fixturenames", ()):

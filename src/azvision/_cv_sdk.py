@@ -4,14 +4,14 @@ The SDK (``azure-cognitiveservices-vision-customvision``, last release 2024-11) 
 so it can be swapped for plain HTTP without touching the backend or the trainer. Every client made here
 has its own retries switched off (azvision's retry layer is the only one; msrest would otherwise never
 retry a POST yet retry some GETs on its own schedule), its timeout set, and error bodies without
-``code``/``message`` handled. `close_client` closes the connections of every thread that used a client
-(msrest keeps one requests session per thread, and its own `close` only reaches the calling thread's).
+``code``/``message`` handled. Its ``close()`` closes the connections of every thread that used it (msrest
+keeps one requests session per thread, and its own ``close`` reaches only the calling thread's).
 
 Example:
     >>> client = prediction_client("https://x.cognitiveservices.azure.com", Secret("k"), timeout=10)
     >>> client.config.retry_policy.retries
     0
-    >>> close_client(client)
+    >>> client.close()
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from msrest.authentication import ApiKeyCredentials
 from ._config import Secret
 from ._sessions import close_session
 
-__all__ = ["close_client", "prediction_client", "training_client"]
+__all__ = ["prediction_client", "training_client"]
 
 
 class _SessionPerThread:
@@ -58,21 +58,17 @@ class _SessionPerThread:
             close_session(session)
 
 
-def _sessions(client: Any) -> _SessionPerThread | None:
-    mapping = getattr(client.config.pipeline._sender.driver, "_session_mapping", None)
-    return mapping if isinstance(mapping, _SessionPerThread) else None
+def _close_every_thread(client: Any) -> None:
+    """Make ``client.close()`` close the sessions of every thread, not only the caller's."""
+    sessions = _SessionPerThread()
+    client.config.pipeline._sender.driver._session_mapping = sessions
+    vendor_close = client.close
 
+    def close() -> None:
+        sessions.close_all()  # first: msrest's own close forgets the calling thread's pools unclosed
+        vendor_close()
 
-def close_client(client: Any) -> None:
-    """Close a client made here and the connections of every thread that used it. Idempotent.
-
-    Example:
-        >>> close_client(training_client("https://x.cognitiveservices.azure.com", Secret("k"), timeout=5))
-    """
-    sessions = _sessions(client)
-    if sessions is not None:  # first: msrest's own close forgets the calling thread's pools unclosed
-        sessions.close_all()
-    client.close()
+    client.close = close
 
 
 def prediction_client(endpoint: str, key: Secret, *, timeout: float) -> CustomVisionPredictionClient:
@@ -103,7 +99,7 @@ def _configure(client: Any, timeout: float) -> None:
     policy.respect_retry_after_header = False
     # msrest annotates an int, but hands the value to requests, which takes float seconds.
     client.config.connection.timeout = timeout
-    client.config.pipeline._sender.driver._session_mapping = _SessionPerThread()
+    _close_every_thread(client)
     _tolerate_empty_error_bodies(client)
 
 

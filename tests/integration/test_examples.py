@@ -65,6 +65,14 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
         yield Published(emulator, test, root / "test", result.export_dir, env)
 
 
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    """An empty folder to be an example's ``TMPDIR``, to see what it leaves behind."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    return folder
+
+
 def leftovers(tmpdir: Path) -> list[str]:
     """The folders an example made under ``TMPDIR`` and left behind (other libraries' files aside)."""
     return [path.name for path in tmpdir.iterdir() if path.name.startswith("azvision-")]
@@ -207,9 +215,7 @@ def test_batch_at_quota_stays_under_the_quota_and_absorbs_429s_above_it(
 
 
 @pytest.mark.slow
-def test_train_and_classify_example_trains_and_both_classifiers_agree_with_the_truth(tmp_path: Path) -> None:
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
+def test_train_and_classify_example_trains_and_both_classifiers_agree_with_the_truth(scratch: Path) -> None:
     done = run_example("train_and_classify.py", env={"TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr
     assert leftovers(scratch) == []  # its generated images and export are gone
@@ -221,9 +227,7 @@ def test_train_and_classify_example_trains_and_both_classifiers_agree_with_the_t
 
 
 @pytest.mark.slow
-def test_async_batch_example_streams_both_batches_in_input_order(tmp_path: Path) -> None:
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
+def test_async_batch_example_streams_both_batches_in_input_order(scratch: Path) -> None:
     done = run_example("async_batch.py", env={"TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("  ")]
@@ -286,13 +290,11 @@ def html_of(outputs: list[Any]) -> list[str]:
 
 @pytest.mark.slow
 def test_notebook_runs_and_renders_predictions_and_the_comparison(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nbclient = pytest.importorskip("nbclient")
     nbformat = pytest.importorskip("nbformat")
     notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))  # the kernel's temporary folders go here
     client = nbclient.NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

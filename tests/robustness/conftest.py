@@ -11,10 +11,12 @@ that fail on purpose.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
+import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,14 +98,38 @@ def write_dataset(root: Path, per_label: int = 10) -> Path:
     return root
 
 
-@dataclass(frozen=True)
+@dataclass
 class World:
-    """The emulators, the published project and its ONNX export."""
+    """The emulators, the published project and its ONNX export.
+
+    The Azure ML emulator starts on first use of `aml`: it runs the inference server, whose environment
+    may have to be built, so only the tests that use it are `slow` (`needs_aml` marks them, and `aml`
+    refuses a test that is not marked).
+    """
 
     emulator: Emulator
-    aml: Emulator
     project_id: str
     export_dir: Path
+    start_aml: Callable[[], Emulator]
+    current: pytest.Item | None = None
+    _aml: Emulator | None = None
+
+    @property
+    def aml(self) -> Emulator:
+        """The Azure ML emulator (started now if it is not yet)."""
+        if self.current is not None and self.current.get_closest_marker("slow") is None:
+            raise RuntimeError(
+                f"{self.current.nodeid} uses the Azure ML emulator: it must be marked slow (see needs_aml)"
+            )
+        if self._aml is None:
+            self._aml = self.start_aml()
+        return self._aml
+
+    def secret_keys(self) -> list[str]:
+        """Every key of the emulators started so far (an AML key that was never handed out cannot leak)."""
+        emu = self.emulator
+        started = [self._aml.aml_key] if self._aml is not None else []
+        return [emu.prediction_key, emu.vision_key, emu.training_key, *started]
 
     def backend(self, name: str, **options: Any) -> BaseBackend:
         """A backend on the stripes model (Image Analysis: the emulator's tags); no retries by default."""
@@ -124,15 +150,35 @@ class World:
 
     def requests(self, name: str) -> int:
         """Requests the backend's service has received so far (0 for the local ONNX backend)."""
-        if name == "onnx":
+        if name == "onnx" or (name == "azure_ml" and self._aml is None):
             return 0
         emu = self.aml if name == "azure_ml" else self.emulator
         fragment = _SERVICE_ROUTES[name]
         return sum(sum(counts.values()) for route, counts in emu.stats().items() if fragment in route)
 
 
+def needs_aml(item: pytest.Item) -> bool:
+    """Whether a robustness test uses the Azure ML emulator: its parameters name it, or it is marked."""
+    callspec = getattr(item, "callspec", None)
+    return bool(callspec is not None and re.search(r"azure[_-]ml|aml", callspec.id))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if needs_aml(item):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request: pytest.FixtureRequest) -> None:
+    """Tell the world which test is running (`World.aml` checks that it is marked slow)."""
+    if "world" in request.fixturenames:
+        request.getfixturevalue("world").current = request.node
+
+
 @pytest.fixture(scope="package")
-def world(tmp_path_factory: pytest.TempPathFactory, inference_python: Path) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("world")
     dataset = write_dataset(root / "dataset")
     with Emulator(training_seconds=0.1) as emulator:
@@ -155,5 +201,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, inference_python: Path) -> I
             "raising": AmlEndpointSpec(scripts / "raising.py"),
             "shapeless": AmlEndpointSpec(scripts / "shapeless.py"),
         }
-        with Emulator(aml_endpoints=endpoints) as aml:
-            yield World(emulator, aml, result.project.id, result.export_dir)
+        with contextlib.ExitStack() as later:
+            yield World(
+                emulator,
+                result.project.id,
+                result.export_dir,
+                lambda: later.enter_context(Emulator(aml_endpoints=endpoints)),
+            )

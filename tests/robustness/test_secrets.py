@@ -157,14 +157,13 @@ ROWS = [
     Row("azure-ml-wrong-token", lambda w: _use(_aml(w, credential=_Token(WRONG["token"])))),
     Row("trainer-right-key", lambda w: _train(w, w.emulator.training_key)),
     Row("trainer-wrong-key", lambda w: _train(w, WRONG["trainer"])),
-    Row("emulator-repr", lambda w: [repr(w.emulator), str(w.emulator), repr(w.aml)], talks=False),
+    Row("emulator-and-aml-repr", lambda w: [repr(w.emulator), str(w.emulator), repr(w.aml)], talks=False),
     Row("service-echoes-the-key-in-its-error", _key_echoing_service),
 ]  # fmt: skip
 
 
 def _secrets(world: World) -> list[str]:
-    emu, aml = world.emulator, world.aml
-    return [emu.prediction_key, emu.vision_key, emu.training_key, aml.aml_key, *WRONG.values()]
+    return [*world.secret_keys(), *WRONG.values()]
 
 
 def _leaks(texts: Iterable[str], secrets: list[str]) -> list[tuple[str, str]]:
@@ -212,6 +211,7 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow  # it runs the CLI against the Azure ML emulator too
 def test_no_secret_in_cli_output_logs_or_error_json(world: World, tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()

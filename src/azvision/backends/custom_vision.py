@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting, uuid_setting
-from .._cv_sdk import close_client, prediction_client
+from .._cv_sdk import prediction_client
 from .._error_mapping import error_from_msrest
 from .._errors import AzVisionError, ConfigurationError, ServiceError
 from .._images import COMMON_FORMATS, ImageLimits, LoadedImage
@@ -193,7 +193,7 @@ class CustomVisionBackend(BaseBackend):
         return prediction_from_custom_vision(body, iteration=self.iteration, source=image.source)
 
     def _close_clients(self) -> None:
-        close_client(self._client)
+        self._client.close()
 
     def __repr__(self) -> str:
         return (

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from typing_extensions import Self
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting
-from .._cv_sdk import close_client
 from .._errors import AzVisionError, ConfigurationError, TrainingError
 from .._retry import RetryPolicy, Throttle
 from ..datasets import Dataset
@@ -284,7 +283,7 @@ class CustomVisionTrainer(
             return
         self._closed = True
         if self._vendor is not None:
-            close_client(self._vendor)
+            self._vendor.close()
 
     def __enter__(self) -> Self:
         return self
