@@ -10,6 +10,8 @@ Four figures, side by side in one run:
   the caller. The emulator's token bucket holds ten seconds of quota, so the run starts by spending
   that burst from another client (as a neighbour sharing the deployment would): the figure is the
   sustained rate, not the burst.
+* **TPM, not told**: the same without ``max_rpm``/``max_tpm``: the rate is learned (AIMD on 429s, and on
+  ``x-ratelimit-remaining-*`` running low). Informational utilisation; target: no 429 reaching the caller.
 * **Overhead**: ``AzureOpenAIBackend.classify`` vs the raw ``openai`` client sending the same request
   (structured output, logprobs, the image as a data URL), sequential, zero latency, alternating rounds as
   in ``bench_overhead``. Target: ≤ 1.10 ×.
@@ -129,6 +131,10 @@ def _quota_rows(lab: Lab) -> list[Result]:
         drained = _drain(emu, tpm_images[0])
         tpm = _batch(emu, tpm_images, max_tpm=TPM)
     tokens = _per_minute(tpm["charged_tokens"], tpm)
+    with _emulator(lab, rpm=RPM, tpm=TPM) as emu:
+        _drain(emu, tpm_images[0])
+        learned = _batch(emu, tpm_images)
+    learned_tokens = _per_minute(learned["charged_tokens"], learned)
     return [
         Result(
             f"azure_openai: RPM utilisation at {RPM} RPM, high TPM",
@@ -164,6 +170,22 @@ def _quota_rows(lab: Lab) -> list[Result]:
             target=0,
             better="lower",
             note=f"{tpm['failed']} failed in all",
+        ),
+        Result(
+            f"azure_openai: TPM utilisation at {TPM:,} TPM, quota not told (learned)",
+            learned_tokens / TPM,
+            "x",
+            ratio=learned_tokens / TPM,
+            note=f"no max_rpm/max_tpm: the rate is learned from 429s and x-ratelimit-remaining-*; "
+            f"{learned['failed']} failed; server saw {learned['server_counts']}",
+            details=learned,
+        ),
+        Result(
+            "azure_openai: quota not told, 429s surfaced to the caller",
+            learned["surfaced_429"],
+            "items",
+            target=0,
+            better="lower",
         ),
     ]
 

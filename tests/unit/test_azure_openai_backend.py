@@ -301,10 +301,11 @@ def test_a_nearly_spent_unknown_quota_starts_the_learned_rate_without_a_429() ->
         clf,
         {"x-ratelimit-remaining-requests": "300"},
         {"x-ratelimit-remaining-requests": "-1"},  # a gateway that does not know: ignored
+        {"x-ratelimit-remaining-requests": "n/a", "x-ratelimit-remaining-tokens": ""},  # unreadable: ignored
         {"x-ratelimit-remaining-requests": "120"},
         {"x-ratelimit-remaining-requests": "20"},  # under a tenth of the most seen
     )
-    for _ in range(3):
+    for _ in range(4):
         clf.classify(make_png())
     assert clf._throttle.learned_rps is None
     clf.classify(make_png())
