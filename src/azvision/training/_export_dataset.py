@@ -321,6 +321,8 @@ def _present_files(target: Path) -> dict[str, Path]:
                 match = _ID_FILE.match(path.name)
                 if match:
                     found[match.group(1).lower()] = path
+                elif path.name.startswith(".") and path.name.endswith(".part"):
+                    path.unlink(missing_ok=True)  # a download an interrupted run left unfinished
     return found
 
 
