@@ -126,7 +126,7 @@ def gate_table(report: GateReport) -> Table:
         f"{report.seed}); cost: list price per 1,000 images",
     )
     table.add_column("backend", no_wrap=True)
-    for column in ("accuracy", "difference", "95 % interval", "$ / 1,000", "gate"):
+    for column in (report.metric, "difference", "95 % interval", "$ / 1,000", "gate"):
         table.add_column(column, justify="right")
     for row in report.rows:
         interval = "–" if row.ci95 is None else f"[{row.ci95[0]:+.1%}, {row.ci95[1]:+.1%}]"
