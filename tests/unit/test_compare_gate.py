@@ -78,7 +78,7 @@ def test_compare_exits_3_when_a_challenger_drops_too_far(dataset: Path, tmp_path
 
 
 def test_compare_passes_within_max_drop_and_needs_a_baseline(dataset: Path, tmp_path: Path) -> None:
-    ok = run("compare", str(dataset), "-b", "fake_colour", "-b", "fake_red", "--baseline", "fake_red",
+    ok = run("compare", str(dataset), "-b", "fake_colour", "-b", "fake_red", "--baseline", "Fake-Red",
              "--max-drop", "0", "-r", str(tmp_path / "a"), "--no-plot", "--json")  # fmt: skip
     assert ok.exit_code == 0, ok.stderr
     assert json.loads(ok.stdout.strip().splitlines()[-1])["gate"]["passed"] is True
