@@ -150,6 +150,15 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
         )
 
     # -- the project ---------------------------------------------------------------------------
+    def list_projects(self) -> list[ProjectInfo]:
+        """Every project of the training resource, in the service's order (to export them all).
+
+        Example:
+            >>> [p.name for p in trainer.list_projects()]  # doctest: +SKIP
+            ['flowers', 'parts']
+        """
+        return [self._project_info(p) for p in self._call(lambda c: c.get_projects())]
+
     def _resolve_project(self, project: ProjectInfo | str) -> ProjectInfo:
         if isinstance(project, ProjectInfo):
             return project
