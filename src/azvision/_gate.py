@@ -6,6 +6,9 @@ interval): the images answered by both are resampled with replacement, and the i
 97.5th percentile of the resampled differences. A challenger fails the gate when its accuracy is more
 than ``max_drop`` below the baseline's; the interval tells whether a difference is more than noise.
 
+`gate` is the accuracy gate from per-image outcomes; `verdict` is the same over any metric (mAP@0.5 for
+detection), with intervals from `bootstrap_interval`, which resamples image indices for any statistic.
+
 Example:
     >>> report = gate({"custom_vision": [True, True, True, False], "onnx": [True, False, True, False]},
     ...               baseline="custom_vision", max_drop=0.1)
@@ -16,11 +19,11 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GateReport", "GateRow", "bootstrap_difference", "gate"]
+__all__ = ["GateReport", "GateRow", "bootstrap_difference", "bootstrap_interval", "gate", "verdict"]
 
 #: Outcome of one image: right, wrong, or ``None`` when the backend gave no answer (an error).
 Outcome = bool | None
@@ -29,6 +32,39 @@ Outcome = bool | None
 def _accuracy(outcomes: Sequence[Outcome]) -> float:
     scored = [o for o in outcomes if o is not None]
     return sum(scored) / len(scored) if scored else 0.0
+
+
+def bootstrap_interval(
+    images: int,
+    statistic: Callable[[Sequence[int]], float],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of ``statistic`` over ``images`` images, resampled with replacement.
+
+    ``statistic`` gets the indices of one resample (e.g. a challenger's mAP minus the baseline's on those
+    images). ``None`` for no image.
+
+    Example:
+        >>> bootstrap_interval(4, lambda idx: sum(idx) / len(idx), resamples=500) < (3.0, 3.0)
+        True
+    """
+    if images <= 0:
+        return None
+    rng = random.Random(seed)
+    population = range(images)
+    values = sorted(statistic(rng.choices(population, k=images)) for _ in range(resamples))
+    return _percentiles(values, confidence)
+
+
+def _percentiles(values: Sequence[float], confidence: float) -> tuple[float, float]:
+    tail = (1.0 - confidence) / 2.0
+    n = len(values)
+    low = values[min(n - 1, int(tail * n))]
+    high = values[max(0, min(n - 1, int((1.0 - tail) * n) - 1))]
+    return round(low, 6), round(high, 6)
 
 
 def bootstrap_difference(
@@ -42,7 +78,8 @@ def bootstrap_difference(
     """A ``(low, high)`` confidence interval of ``accuracy(challenger) - accuracy(baseline)``.
 
     Paired: image ``i`` of one list is image ``i`` of the other; images either backend failed on are left
-    out. ``None`` when no image was answered by both.
+    out. ``None`` when no image was answered by both. (The accuracy case of `bootstrap_interval`, drawn
+    straight from the per-image differences.)
 
     Example:
         >>> bootstrap_difference([True] * 50, [True] * 50)
@@ -58,10 +95,7 @@ def bootstrap_difference(
     rng = random.Random(seed)
     n = len(diffs)
     means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
-    tail = (1.0 - confidence) / 2.0
-    low = means[min(resamples - 1, int(tail * resamples))]
-    high = means[max(0, min(resamples - 1, int((1.0 - tail) * resamples) - 1))]
-    return round(low, 6), round(high, 6)
+    return _percentiles(means, confidence)
 
 
 @dataclass(frozen=True)
@@ -111,6 +145,8 @@ class GateReport:
     failed: tuple[str, ...] = field(default=())
     resamples: int = 2000
     seed: int = 0
+    #: What the rows' ``accuracy`` and ``difference`` measure (``"accuracy"``, ``"map50"``…).
+    metric: str = "accuracy"
 
     @property
     def passed(self) -> bool:
@@ -121,12 +157,70 @@ class GateReport:
         """The ``"gate"`` object of ``comparison.json``."""
         return {
             "baseline": self.baseline,
+            "metric": self.metric,
             "max_drop": self.max_drop,
             "passed": self.passed,
             "failed": list(self.failed),
             "bootstrap": {"resamples": self.resamples, "seed": self.seed, "confidence": 0.95},
             "rows": [row.to_dict() for row in self.rows],
         }
+
+
+def verdict(
+    scores: Mapping[str, float],
+    *,
+    baseline: str,
+    max_drop: float | None = None,
+    intervals: Mapping[str, tuple[float, float] | None] | None = None,
+    costs: Mapping[str, float | None] | None = None,
+    images: Mapping[str, int] | None = None,
+    metric: str = "accuracy",
+    resamples: int = 2000,
+    seed: int = 0,
+) -> GateReport:
+    """The gate over any metric: each backend's ``scores`` against the baseline's.
+
+    ``intervals`` holds each challenger's 95 % interval of its difference (`bootstrap_interval`), ``costs``
+    the list-price cost per 1,000 images, ``images`` how many images each row rests on.
+
+    Example:
+        >>> verdict({"cv": 0.8, "automl": 0.7}, baseline="cv", max_drop=0.05, metric="map50").failed
+        ('automl',)
+    """
+    if baseline not in scores:
+        raise ValueError(f"the baseline {baseline!r} is not among the compared backends: {', '.join(scores)}")
+    spans, price, counts = intervals or {}, costs or {}, images or {}
+    rows = [
+        GateRow(
+            baseline,
+            scores[baseline],
+            None,
+            None,
+            price.get(baseline),
+            baseline=True,
+            images=counts.get(baseline, 0),
+        )
+    ]
+    failed = []
+    for name, score in scores.items():
+        if name == baseline:
+            continue
+        difference = round(score - scores[baseline], 6)
+        passed = max_drop is None or difference >= -max_drop - 1e-12
+        if not passed:
+            failed.append(name)
+        rows.append(
+            GateRow(
+                name,
+                score,
+                difference,
+                spans.get(name),
+                price.get(name),
+                passed=passed,
+                images=counts.get(name, 0),
+            )
+        )
+    return GateReport(baseline, max_drop, tuple(rows), tuple(failed), resamples, seed, metric)
 
 
 def gate(
@@ -139,7 +233,7 @@ def gate(
     resamples: int = 2000,
     seed: int = 0,
 ) -> GateReport:
-    """Compare every backend of ``outcomes`` (per-image, in the same image order) with ``baseline``.
+    """The accuracy gate, from every backend's per-image outcomes (in the same image order).
 
     ``accuracies`` overrides the accuracy computed from the outcomes (e.g. the evaluation's own);
     ``costs`` gives each backend's list-price cost per 1,000 images.
@@ -154,38 +248,26 @@ def gate(
         raise ValueError(
             f"the baseline {baseline!r} is not among the compared backends: {', '.join(outcomes)}"
         )
-    accuracy = {name: _accuracy(values) for name, values in outcomes.items()}
-    accuracy.update(accuracies or {})
+    scores = {name: _accuracy(values) for name, values in outcomes.items()}
+    scores.update(accuracies or {})
     base = outcomes[baseline]
-    rows = [
-        GateRow(
-            baseline,
-            accuracy[baseline],
-            None,
-            None,
-            (costs or {}).get(baseline),
-            baseline=True,
-            images=sum(o is not None for o in base),
-        )
-    ]
-    failed = []
-    for name, values in outcomes.items():
-        if name == baseline:
-            continue
-        difference = round(accuracy[name] - accuracy[baseline], 6)
-        passed = max_drop is None or difference >= -max_drop - 1e-12
-        if not passed:
-            failed.append(name)
-        both = sum(b is not None and c is not None for b, c in zip(base, values, strict=True))
-        rows.append(
-            GateRow(
-                name,
-                accuracy[name],
-                difference,
-                bootstrap_difference(base, values, resamples=resamples, seed=seed),
-                (costs or {}).get(name),
-                passed=passed,
-                images=both,
-            )
-        )
-    return GateReport(baseline, max_drop, tuple(rows), tuple(failed), resamples, seed)
+    intervals = {
+        name: bootstrap_difference(base, values, resamples=resamples, seed=seed)
+        for name, values in outcomes.items()
+        if name != baseline
+    }
+    images = {
+        name: sum(b is not None and c is not None for b, c in zip(base, values, strict=True))
+        for name, values in outcomes.items()
+    }
+    images[baseline] = sum(o is not None for o in base)
+    return verdict(
+        scores,
+        baseline=baseline,
+        max_drop=max_drop,
+        intervals=intervals,
+        costs=costs,
+        images=images,
+        resamples=resamples,
+        seed=seed,
+    )

@@ -73,6 +73,17 @@ def test_table_folder_format_and_exit_codes(env: Emulator, tmp_path: Path) -> No
     assert code == 2 and "unknown export format" in stderr
 
 
+def test_all_projects_each_into_its_own_folder(env: Emulator, tmp_path: Path) -> None:
+    code, stdout, stderr = run("--all-projects", "--out", str(tmp_path), "--format", "folder", "--json")
+    assert code == 0, stderr
+    summaries = {s["project"]: s for s in map(json.loads, stdout.strip().splitlines())}
+    assert summaries["stars"]["exported"] == 10 and summaries["nothing"]["tagged"] == 0
+    assert Dataset.from_folder(tmp_path / "stars").counts() == {"circle": 5, "star": 5}
+    assert not (tmp_path / "nothing").exists() and "'nothing' has no tagged images" in stderr
+    code, _, stderr = run("--out", str(tmp_path))
+    assert code == 2 and "--project NAME or --all-projects" in stderr
+
+
 def test_a_wrong_key_is_exit_2_and_never_echoed(emulator: Emulator, tmp_path: Path) -> None:
     secret = "not-the-key-0123456789"
     code, stdout, stderr = run(

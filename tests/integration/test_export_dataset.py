@@ -144,6 +144,7 @@ def test_an_interrupted_export_resumes_without_writing_an_image_twice(emu: Emula
         for path in kept:  # only whole images under final names
             Image.open(path).verify()
         kept[0].write_bytes(kept[0].read_bytes()[:200])  # as a machine crash might leave one
+        (tmp_path / "out" / "images" / ".abc.part").write_bytes(b"half a download")
         report = trainer.export_dataset("resume", tmp_path / "out")
     assert report.exported == report.tagged == 24 and report.downloaded == 24 - len(kept) + 1
     assert image_downloads(emu) - before == 25  # once each over both runs, plus the broken one

@@ -10,7 +10,7 @@ import pytest
 
 import azvision
 from azvision import Label, Prediction
-from azvision._gate import bootstrap_difference, gate
+from azvision._gate import bootstrap_difference, bootstrap_interval, gate, verdict
 from azvision._images import LoadedImage
 from azvision._registry import _registered
 from tests.unit.test_cli_classify import ColourBackend, _fake_backend, run, write_image
@@ -78,10 +78,26 @@ def test_compare_exits_3_when_a_challenger_drops_too_far(dataset: Path, tmp_path
 
 
 def test_compare_passes_within_max_drop_and_needs_a_baseline(dataset: Path, tmp_path: Path) -> None:
-    ok = run("compare", str(dataset), "-b", "fake_colour", "-b", "fake_red", "--baseline", "fake_red",
+    ok = run("compare", str(dataset), "-b", "fake_colour", "-b", "fake_red", "--baseline", "Fake-Red",
              "--max-drop", "0", "-r", str(tmp_path / "a"), "--no-plot", "--json")  # fmt: skip
     assert ok.exit_code == 0, ok.stderr
     assert json.loads(ok.stdout.strip().splitlines()[-1])["gate"]["passed"] is True
     lonely = run("compare", str(dataset), "-b", "fake_colour", "-b", "fake_red", "--max-drop", "0.1",
                  "-r", str(tmp_path / "b"), "--no-plot")  # fmt: skip
     assert lonely.exit_code == 2 and "--max-drop needs --baseline" in lonely.stderr
+
+
+def test_any_metric_can_be_gated_with_an_interval_over_resampled_images() -> None:
+    truth = [1.0] * 30 + [0.0] * 10  # a per-image score for each backend, e.g. a detector's AP
+    worse = [1.0] * 24 + [0.0] * 16
+
+    def difference(indices: list[int]) -> float:  # the statistic is computed on each resample
+        return sum(worse[i] - truth[i] for i in indices) / len(indices)
+
+    interval = bootstrap_interval(40, difference, seed=3)
+    assert interval is not None and interval[0] < -0.15 < interval[1] < 0
+    assert bootstrap_interval(0, difference) is None
+    report = verdict({"cv": 0.75, "automl": 0.6}, baseline="cv", max_drop=0.1, intervals={"automl": interval},
+                     metric="map50")  # fmt: skip
+    assert report.failed == ("automl",) and report.to_dict()["metric"] == "map50"
+    assert report.rows[1].ci95 == interval

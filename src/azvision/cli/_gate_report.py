@@ -1,7 +1,7 @@
 """``compare --baseline NAME --max-drop D``: the options, the verdict and its table (see ``azvision._gate``).
 
 Example:
-    >>> with_baseline(["onnx"], "custom_vision", 0.02)
+    >>> with_baseline(["onnx"], "Custom-Vision", 0.02)
     ['custom_vision', 'onnx']
 """
 
@@ -16,6 +16,7 @@ from rich.table import Table
 from .._errors import ConfigurationError
 from .._gate import GateReport, gate
 from .._pricing import cost_per_1000_images
+from .._registry import canonical_name
 from ..evaluation import Metrics
 from ._options import BackendSpec
 
@@ -66,7 +67,9 @@ def with_baseline(backends: Sequence[str], baseline: str | None, max_drop: float
         if max_drop is not None:
             raise ConfigurationError("--max-drop needs --baseline NAME: the backend to measure against")
         return list(backends)
-    return list(backends) if baseline in backends else [baseline, *backends]
+    wanted = canonical_name(baseline)
+    others = [name for name in backends if canonical_name(name) != wanted]
+    return [wanted, *others]
 
 
 def _cost(spec: BackendSpec, metrics: Metrics, seconds: float | None) -> float | None:
@@ -93,6 +96,7 @@ def gate_report(
     seed: int,
 ) -> GateReport:
     """The verdict, from each backend's per-image outcomes, accuracy and list-price cost."""
+    baseline = canonical_name(baseline)
     costs = {spec.name: _cost(spec, results[spec.name], elapsed.get(spec.name)) for spec in specs}
     accuracies = {name: m.accuracy for name, m in results.items()}
     return gate(
@@ -126,7 +130,7 @@ def gate_table(report: GateReport) -> Table:
         f"{report.seed}); cost: list price per 1,000 images",
     )
     table.add_column("backend", no_wrap=True)
-    for column in ("accuracy", "difference", "95 % interval", "$ / 1,000", "gate"):
+    for column in (report.metric, "difference", "95 % interval", "$ / 1,000", "gate"):
         table.add_column(column, justify="right")
     for row in report.rows:
         interval = "–" if row.ci95 is None else f"[{row.ci95[0]:+.1%}, {row.ci95[1]:+.1%}]"

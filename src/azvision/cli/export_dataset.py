@@ -2,9 +2,10 @@
 
 Every tagged image with its tags and regions, as AutoML-for-images JSONL + ``MLTable`` (default), COCO JSON
 or one folder per label, optionally with every trained iteration's model exports. Running the same command
-again resumes an interrupted export. Exit status: 0 everything exported, 1 the project has no tagged image
-or something could not be exported (each one is listed, with its reason), 2 usage, configuration,
-authentication errors or an unknown project.
+again resumes an interrupted export. ``--all-projects`` exports every project of the resource, each into
+its own folder. Exit status: 0 everything exported, 1 the project has no tagged image or something could
+not be exported (each one is listed, with its reason), 2 usage, configuration, authentication errors or
+an unknown project.
 
 Example (shell)::
 
@@ -14,15 +15,16 @@ Example (shell)::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from .._errors import AuthenticationError, AzVisionError, NotFoundError
+from .._errors import AuthenticationError, AzVisionError, ConfigurationError, NotFoundError
 from ..training._export_models import DatasetExport
 from ._options import Redactor
 from ._output import error_line, progress_bars, usage_errors
@@ -38,8 +40,16 @@ def register(app: typer.Typer) -> None:
 
 
 def export_dataset(
-    project: Annotated[str, typer.Option("--project", "-p", help="Project name (or id) to export.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to export into (created if needed).")],
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Project name (or id) to export.")
+    ] = None,
+    all_projects: Annotated[
+        bool,
+        typer.Option(
+            "--all-projects", help="Export every project of the resource, each into OUT/<project>/."
+        ),
+    ] = False,
     format: Annotated[
         str, typer.Option("--format", "-f", help="automl (JSONL + MLTable), coco, or folder (one per label).")
     ] = "automl",
@@ -66,25 +76,34 @@ def export_dataset(
     """Export every tagged image of a Custom Vision project, with its tags and regions.
 
     With --json the last line of stdout is {"project_id", "project", "task", "format", "out_dir", "tagged",
-    "exported", "downloaded", "untagged", "failed", "not_exported", "labels", "splits", "files", "models"}.
+    "exported", "downloaded", "untagged", "failed", "not_exported", "labels", "splits", "files", "models"}
+    (with --all-projects, one such line per project).
     """
     redact = Redactor([training_key or ""])
     with usage_errors(redact):
         from ..training.custom_vision import CustomVisionTrainer
 
+        if (project is None) == (not all_projects):
+            raise ConfigurationError("give --project NAME or --all-projects (one of the two)")
         trainer = CustomVisionTrainer(endpoint, training_key)
     stderr = Console(stderr=True)
+    reports: list[DatasetExport] = []
     try:
-        with trainer, usage_errors(redact), export_progress(stderr, enabled=not quiet) as tell:
-            report = trainer.export_dataset(
-                project,
-                out,
-                format=format,
-                validation_split=validation_split,
-                with_exports=with_exports,
-                seed=seed,
-                progress=tell,
-            )
+        with trainer, usage_errors(redact):
+            targets = [(project, out)] if project is not None else _every_project(trainer, out)
+            for name, folder in targets:
+                with export_progress(stderr, enabled=not quiet) as tell:
+                    reports.append(
+                        trainer.export_dataset(
+                            name,
+                            folder,
+                            format=format,
+                            validation_split=validation_split,
+                            with_exports=with_exports,
+                            seed=seed,
+                            progress=tell,
+                        )
+                    )
     except (AuthenticationError, NotFoundError) as exc:
         error_line(redact(str(exc)))
         raise typer.Exit(2) from None
@@ -94,16 +113,33 @@ def export_dataset(
     except KeyboardInterrupt:
         error_line("interrupted: what was exported is kept; run the same command again to resume")
         raise typer.Exit(130) from None
-    if not quiet:
-        out_console = stderr if json_out else Console()
-        for line in report_lines(report):
-            out_console.print(line, highlight=False, markup=False)
-    if json_out:
-        typer.echo(json.dumps(report.summary()))
-    if report.empty:
-        error_line(f"project {report.project_name!r} has no tagged images: nothing was exported")
-    failed = [n for n in report.not_exported if n.reason != "untagged"]
-    raise typer.Exit(1 if report.empty or failed or not all(m.ok for m in report.models) else 0)
+    worst = 0
+    for report in reports:
+        if not quiet:
+            out_console = stderr if json_out else Console()
+            for line in report_lines(report):
+                out_console.print(line, highlight=False, markup=False)
+        if json_out:
+            typer.echo(json.dumps(report.summary()))
+        if report.empty:
+            error_line(f"project {report.project_name!r} has no tagged images: nothing was exported")
+        failed = [n for n in report.not_exported if n.reason != "untagged"]
+        empty = report.empty and not all_projects  # of all projects, an empty one is no failure
+        worst = max(worst, 1 if empty or failed or not all(m.ok for m in report.models) else 0)
+    raise typer.Exit(worst)
+
+
+def _every_project(trainer: Any, out: Path) -> list[tuple[str, Path]]:
+    """Each project of the resource with its own folder under ``out`` (ids tell same-named ones apart)."""
+    projects = trainer.list_projects()
+    names = [p.name for p in projects]
+    targets = []
+    for info in projects:
+        folder = re.sub(r"[^\w .()+-]", "_", info.name).strip(" .") or "project"
+        if names.count(info.name) > 1:
+            folder = f"{folder}-{info.id[:8]}"
+        targets.append((info.id, out / folder))
+    return targets
 
 
 @contextmanager

@@ -150,6 +150,15 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
         )
 
     # -- the project ---------------------------------------------------------------------------
+    def list_projects(self) -> list[ProjectInfo]:
+        """Every project of the training resource, in the service's order (to export them all).
+
+        Example:
+            >>> [p.name for p in trainer.list_projects()]  # doctest: +SKIP
+            ['flowers', 'parts']
+        """
+        return [self._project_info(p) for p in self._call(lambda c: c.get_projects())]
+
     def _resolve_project(self, project: ProjectInfo | str) -> ProjectInfo:
         if isinstance(project, ProjectInfo):
             return project
@@ -321,6 +330,8 @@ def _present_files(target: Path) -> dict[str, Path]:
                 match = _ID_FILE.match(path.name)
                 if match:
                     found[match.group(1).lower()] = path
+                elif path.name.startswith(".") and path.name.endswith(".part"):
+                    path.unlink(missing_ok=True)  # a download an interrupted run left unfinished
     return found
 
 
