@@ -7,7 +7,7 @@ Timings are ratios measured in the same run, never assertions in the test suite.
 Example:
     >>> from benchmarks import BENCHMARKS
     >>> list(BENCHMARKS)
-    ['quota', 'faults', 'overhead', 'memory', 'local', 'import']
+    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'review']
 """
 
 from __future__ import annotations
@@ -19,4 +19,5 @@ BENCHMARKS = {
     "memory": "benchmarks.bench_memory",
     "local": "benchmarks.bench_local",
     "import": "benchmarks.bench_import",
+    "review": "benchmarks.bench_review",
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -198,6 +199,8 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
     ) -> AcceptResult:
         """Turn reviewed predictions into tagged training images, in batches; safe to run again.
 
+        Batches go ``upload_concurrency`` at a time under the trainer's rate limit.
+
         ``decisions`` maps a prediction id to a label (created as a tag if the project lacks it), a list
         of labels (multi-label projects), :data:`NONE_OF_THESE` (``()``: a ``Negative`` image) or ``None``
         (skip). Malformed decisions raise :class:`ConfigurationError` before anything is sent; a batch
@@ -231,23 +234,29 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
         added: list[str] = []
         duplicates: list[str] = []
         ids = list(todo)
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
+        batches = [ids[start : start + batch_size] for start in range(0, len(ids), batch_size)]
+
+        def send(batch: list[str]) -> list[tuple[str, str | None]] | AzVisionError:
             entries = [
                 ImageIdCreateEntry(id=pid, tag_ids=[tag_ids[label] for label in todo[pid]] or [negative])
                 for pid in batch
             ]
             try:
-                summary = self._call(partial(_create, project_id=info.id, entries=entries))
+                return _outcomes(
+                    self._call(partial(_create, project_id=info.id, entries=entries)), len(batch)
+                )
             except AzVisionError as exc:
-                reason = f"the batch was refused: {exc}"
-                failed += [
-                    FailedDecision(prediction_id=pid, reason=reason, status=type(exc).__name__)
-                    for pid in batch
-                ]
+                return exc
+
+        workers = max(1, min(self.upload_concurrency, len(batches)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="azvision-accept") as pool:
+            answers = list(pool.map(send, batches))  # the trainer's throttle paces them
+        for batch, answer in zip(batches, answers, strict=True):
+            if isinstance(answer, AzVisionError):
+                reason, kind = f"the batch was refused: {answer}", type(answer).__name__
+                failed += [FailedDecision(prediction_id=pid, reason=reason, status=kind) for pid in batch]
                 continue
-            for pid, outcome in zip(batch, _outcomes(summary, len(batch)), strict=True):
-                status, image_id = outcome
+            for pid, (status, image_id) in zip(batch, answer, strict=True):
                 if status == "OK" or (status == "OKDuplicate" and image_id == pid):
                     added.append(pid)  # OKDuplicate under its own id: an earlier attempt of this call landed
                 elif status == "OKDuplicate":
