@@ -110,12 +110,15 @@ def test_predictions_are_stored_unless_nostore(project: Project, shape_dataset: 
         project.predictor.classify_image_with_no_store(project.id, "prod", data)
     quick = project.trainer.quick_test_image(project.id, shape_dataset.test["checker"][0]).id
     project.trainer.quick_test_image(project.id, shape_dataset.test["checker"][1], store=False)
+    url = project.trainer.get_tagged_images(project.id, take=1)[0].original_image_uri
+    by_url = project.trainer.quick_test_image_url(project.id, url=url, iteration_id=project.iteration_id).id
+    project.trainer.quick_test_image_url(project.id, url=url, store=False)
 
     ids = query_all(project)
-    assert sorted(ids) == sorted([*stored, quick])
+    assert sorted(ids) == sorted([*stored, quick, by_url])
     assert len(ids) == len(set(ids))
-    assert query_all(project, order_by="Oldest") == [*stored, quick]
-    assert query_all(project, order_by="Newest") == [quick, *stored[::-1]]
+    assert query_all(project, order_by="Oldest") == [*stored, quick, by_url]
+    assert query_all(project, order_by="Newest") == [by_url, quick, *stored[::-1]]
 
     result = project.trainer.query_predictions(project.id, PredictionQueryToken())
     first = next(r for r in result.results if r.id == stored[0])
