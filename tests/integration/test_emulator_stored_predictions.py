@@ -26,7 +26,7 @@ from azure.cognitiveservices.vision.customvision.training.models import (
 )
 from msrest.authentication import ApiKeyCredentials
 
-from azvision.emulator import Emulator
+from azvision.emulator import Emulator, _cv_stored
 
 if TYPE_CHECKING:
     from conftest import ShapeDataset
@@ -232,3 +232,13 @@ def test_stored_predictions_survive_a_restart(tmp_path: Path, shape_dataset: Sha
         assert [r.id for r in result.results] == [kept]
         image = httpx.get(result.results[0].original_image_uri, timeout=10).content
         assert image == shape_dataset.test["circle"][0]
+
+
+def test_the_oldest_go_first_past_the_cap(
+    project: Project, shape_dataset: ShapeDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_cv_stored, "MAX_STORED", 3)
+    ids = [
+        project.predictor.classify_image(project.id, "prod", data).id for data in shape_dataset.test["circle"]
+    ]
+    assert query_all(project, order_by="Oldest") == ids[-3:]
