@@ -177,7 +177,8 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
     def _stored(
         self, project_id: str, tags: list[PredictionQueryTag], iteration: str | None
     ) -> Iterator[ReviewItem]:
-        token = PredictionQueryToken(max_count=_PAGE, order_by="Suggested", tags=tags or None)
+        # Every page is read and sorted here, so the service's default order is enough.
+        token = PredictionQueryToken(max_count=_PAGE, order_by="Newest", tags=tags or None)
         if iteration:
             token.iteration_id = iteration
         seen: set[str] = set()
