@@ -7,7 +7,7 @@ Timings are ratios measured in the same run, never assertions in the test suite.
 Example:
     >>> from benchmarks import BENCHMARKS
     >>> list(BENCHMARKS)
-    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'azure_openai', 'routing', 'export', 'spark']
+    ['quota', 'faults', 'overhead', 'memory', 'local', 'import', 'azure_openai', 'routing', 'export', 'spark', 'review']
 """
 
 from __future__ import annotations
@@ -23,4 +23,5 @@ BENCHMARKS = {
     "routing": "benchmarks.bench_routing",
     "export": "benchmarks.bench_export",
     "spark": "benchmarks.bench_spark",
+    "review": "benchmarks.bench_review",
 }

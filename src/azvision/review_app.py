@@ -55,6 +55,7 @@ class ReviewSession:
     project: str
     max_confidence: float = 0.6
     project_name: str = ""
+    detection: bool = False
     items: list[Any] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     decided: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -64,6 +65,7 @@ class ReviewSession:
         """Read the queue and the project's tags (at start-up)."""
         info = self.trainer._resolve(self.project)
         self.project, self.project_name = info.id, info.name
+        self.detection = self.trainer.is_detection(info)
         self.items = self.trainer.review_queue(info, max_confidence=self.max_confidence)
         tags = self.trainer._call(lambda c: c.get_tags(info.id))
         self.tags = sorted(str(t.name) for t in tags if t.type != "Negative")
@@ -115,13 +117,24 @@ class ReviewSession:
             if not isinstance(label, str) or not label.strip():
                 raise ConfigurationError("the label must be a non-empty string")
             labels = label.strip()
-        result = self.trainer.accept(self.project, {prediction_id: labels})
+        decided: Any = self._boxed(prediction_id, labels) if self.detection and labels else labels
+        result = self.trainer.accept(self.project, {prediction_id: decided})
         if result.failed:
             return {"outcome": "failed", "label": labels or None, "reason": result.failed[0].reason}
         if isinstance(labels, str) and labels not in self.tags:
             self.tags = sorted({*self.tags, labels})
         outcome = "added" if result.added else "already_added" if result.already_added else "duplicate"
         return {"outcome": outcome, "label": labels or None}
+
+    def _boxed(self, prediction_id: str, label: str | tuple[str, ...]) -> Any:
+        """A detection decision: the label on the box of the suggestion it names (else the top one's)."""
+        from ._models import Label
+
+        item = next(i for i in self.items if i.prediction_id == prediction_id)
+        boxes = [s.box for s in item.suggestions if s.box is not None]
+        named = next((s.box for s in item.suggestions if s.name == label and s.box is not None), None)
+        box = named or (boxes[0] if boxes else None)
+        return [Label(name=str(label), confidence=1.0, box=box)] if box is not None else label
 
     def progress(self) -> dict[str, int]:
         return {"done": len(self.decided), "total": len(self.items)}

@@ -26,7 +26,7 @@ from azure.cognitiveservices.vision.customvision.training.models import (
 )
 from msrest.authentication import ApiKeyCredentials
 
-from azvision.emulator import Emulator
+from azvision.emulator import Emulator, _cv_stored
 
 if TYPE_CHECKING:
     from conftest import ShapeDataset
@@ -110,12 +110,15 @@ def test_predictions_are_stored_unless_nostore(project: Project, shape_dataset: 
         project.predictor.classify_image_with_no_store(project.id, "prod", data)
     quick = project.trainer.quick_test_image(project.id, shape_dataset.test["checker"][0]).id
     project.trainer.quick_test_image(project.id, shape_dataset.test["checker"][1], store=False)
+    url = project.trainer.get_tagged_images(project.id, take=1)[0].original_image_uri
+    by_url = project.trainer.quick_test_image_url(project.id, url=url, iteration_id=project.iteration_id).id
+    project.trainer.quick_test_image_url(project.id, url=url, store=False)
 
     ids = query_all(project)
-    assert sorted(ids) == sorted([*stored, quick])
+    assert sorted(ids) == sorted([*stored, quick, by_url])
     assert len(ids) == len(set(ids))
-    assert query_all(project, order_by="Oldest") == [*stored, quick]
-    assert query_all(project, order_by="Newest") == [quick, *stored[::-1]]
+    assert query_all(project, order_by="Oldest") == [*stored, quick, by_url]
+    assert query_all(project, order_by="Newest") == [by_url, quick, *stored[::-1]]
 
     result = project.trainer.query_predictions(project.id, PredictionQueryToken())
     first = next(r for r in result.results if r.id == stored[0])
@@ -229,3 +232,13 @@ def test_stored_predictions_survive_a_restart(tmp_path: Path, shape_dataset: Sha
         assert [r.id for r in result.results] == [kept]
         image = httpx.get(result.results[0].original_image_uri, timeout=10).content
         assert image == shape_dataset.test["circle"][0]
+
+
+def test_the_oldest_go_first_past_the_cap(
+    project: Project, shape_dataset: ShapeDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_cv_stored, "MAX_STORED", 3)
+    ids = [
+        project.predictor.classify_image(project.id, "prod", data).id for data in shape_dataset.test["circle"]
+    ]
+    assert query_all(project, order_by="Oldest") == ids[-3:]

@@ -5,6 +5,7 @@ refuses, and the publish name stays where it was."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,7 @@ def test_review_accept_retrain_gate(env: Emulator, tmp_path: Path) -> None:
 
 def test_retrain_usage_errors_exit_2(env: Emulator, tmp_path: Path) -> None:
     code, _, err = retrain("--project", "loop", "--holdout", str(tmp_path / "missing"))
-    assert code == 2 and "is not a folder" in err
+    assert code == 2 and "does not exist" in err
     holdout = str(stream(tmp_path / "holdout", 2, seed=1).root)
     code, _, err = retrain("--project", "no-such-project", "--holdout", holdout)
     assert code == 1 and "no Custom Vision project called 'no-such-project'" in err
@@ -96,3 +97,17 @@ def test_retrain_usage_errors_exit_2(env: Emulator, tmp_path: Path) -> None:
         trainer.project("unpublished")
     code, _, err = retrain("--project", "unpublished", "--holdout", holdout)
     assert code == 2 and "pass --publish-name to choose: the project has none published" in err
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("azvision._detection_metrics") is not None,
+    reason="the detection evaluation is installed: retrain scores detection projects by mAP",
+)
+def test_retrain_of_a_detection_project_needs_the_detection_evaluation(env: Emulator, tmp_path: Path) -> None:
+    with make_trainer(env) as trainer:
+        detection = next(d for d in trainer._domain_list() if d.type == "ObjectDetection")
+        project = trainer._client().create_project("boxes", domain_id=detection.id)
+        holdout = str(stream(tmp_path / "holdout", 2, seed=1).root)
+        code, _, err = retrain("--project", "boxes", "--holdout", holdout, "--publish-name", "prod")
+        assert code == 2 and "object detection project" in err and "mAP" in err
+        assert trainer.iterations(project.id) == []

@@ -3,16 +3,22 @@ decisions that turn them into training images (confirm, correct, skip, none of t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from azure.cognitiveservices.vision.customvision.training.models import (
+    ImageFileCreateBatch,
+    ImageFileCreateEntry,
+    Region,
+)
 
-from azvision import ConfigurationError, CustomVisionTrainer, NotFoundError
+from azvision import ConfigurationError, CustomVisionBackend, CustomVisionTrainer, NotFoundError
 from azvision.datasets import Dataset
 from azvision.emulator import Emulator
+from azvision.review_app import ReviewSession
 from azvision.training import NONE_OF_THESE, ReviewItem
 from tests.integration.loop_helpers import KNOWN, NEW, classify_stream, make_trainer, stream, train_biased
 
@@ -120,3 +126,46 @@ def test_accept_confirms_corrects_skips_and_rejects(classified: Classified, emu:
     again = trainer.accept(project, decisions, batch_size=4)  # a reload, a second tab, a re-run
     assert again.counts() == {"added": 0, "already_added": 9, "duplicates": 0, "skipped": 1, "failed": 2}
     assert len(list(trainer._existing_images(info.id))) == tagged_before + 9
+
+
+def test_detection_decisions_become_regions(
+    emu: Emulator, make_object_scene: Callable[..., tuple[bytes, tuple[float, float, float, float]]]
+) -> None:
+    with make_trainer(emu) as trainer:
+        client = trainer._client()
+        detection = next(d for d in trainer._domain_list() if d.type == "ObjectDetection" and d.exportable)
+        project = client.create_project("boxes", domain_id=detection.id)
+        tags = {kind: client.create_tag(project.id, kind).id for kind in ("ball", "box")}
+        entries = []
+        for kind, tag_id in tags.items():
+            for i in range(15):
+                data, (left, top, width, height) = make_object_scene(kind, i)
+                region = Region(tag_id=tag_id, left=left, top=top, width=width, height=height)
+                entries.append(ImageFileCreateEntry(name=f"{kind}{i}.png", contents=data, regions=[region]))
+        client.create_images_from_files(project.id, ImageFileCreateBatch(images=entries))
+        iteration = trainer.train(project.id).wait(120)
+        trainer.publish(project.id, iteration, "prod")
+        with CustomVisionBackend(
+            emu.endpoint, emu.prediction_key, project.id, "prod", task="detection"
+        ) as detector:
+            balls = [detector.classify(make_object_scene("ball", 600 + i)[0]).raw["id"] for i in range(3)]
+            on_page = detector.classify(make_object_scene("box", 700)[0]).raw["id"]
+
+        queue = [i for i in trainer.review_queue("boxes", max_confidence=1.0) if i.prediction_id in balls]
+        assert len(queue) == 3 and all(s.box is not None for s in queue[0].suggestions)
+        confirmed = {item.prediction_id: [item.suggestions[0]] for item in queue[:2]}
+        result = trainer.accept("boxes", {**confirmed, queue[2].prediction_id: "ball"})
+        assert result.counts()["added"] == 2
+        assert "needs boxes" in result.failed[0].reason
+        made = client.get_images_by_ids(project.id, image_ids=list(confirmed))
+        for image in made:
+            (suggestion,) = confirmed[image.id]
+            (region,) = image.regions
+            assert region.tag_name == suggestion.name
+            assert region.left == pytest.approx(suggestion.box.left, abs=1e-6)  # type: ignore[union-attr]
+        session = ReviewSession(trainer, "boxes", max_confidence=1.0)  # what the review page does
+        session.load()
+        assert session.detection
+        assert session.decide(on_page, {"label": "box"})["outcome"] == "added"
+        (image,) = client.get_images_by_ids(project.id, image_ids=[on_page])
+        assert [r.tag_name for r in image.regions] == ["box"]

@@ -5,7 +5,11 @@ The test also takes the guide's screenshot, ``docs/img/review.png``."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +177,40 @@ def test_cli_usage_errors(emu: Emulator) -> None:
         app, ["review", "--project", "x", "--endpoint", emu.endpoint, "--training-key", "wrong-key"]
     )
     assert result.exit_code == 2 and "wrong-key" not in result.output
+
+
+@pytest.mark.parametrize("trainer", ["from-the-cli"], indirect=True)
+def test_the_command_prints_the_address_and_stops_on_ctrl_c(
+    trainer: CustomVisionTrainer, emu: Emulator
+) -> None:
+    env = {
+        **os.environ,
+        "CUSTOM_VISION_TRAINING_ENDPOINT": emu.endpoint,
+        "CUSTOM_VISION_TRAINING_KEY": emu.training_key,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "azvision",
+        "review",
+        "--project",
+        "from-the-cli",
+        "--max-confidence",
+        "1",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and "/?token=" in url
+        queue = httpx.get(url.replace("/?", "/api/queue?"), timeout=10).json()
+        assert queue["total"] == 12 and queue["project_name"] == "from-the-cli"
+        assert httpx.get(url.split("?")[0], timeout=10).status_code == 403
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "12 image(s) to review in from-the-cli" in err and "reviewed 0 of 12" in err
+    assert emu.training_key not in err

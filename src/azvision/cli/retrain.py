@@ -38,7 +38,9 @@ def retrain(
     project: Project,
     holdout: Annotated[
         Path,
-        typer.Option(help="Labelled holdout folder (one sub-folder per label), never trained on."),
+        typer.Option(
+            help="Labelled images never trained on: one sub-folder per label (detection: COCO/VOC/YOLO)."
+        ),
     ],
     publish_name: Annotated[
         str | None, typer.Option(help="The publish name to move (default: the project's only one).")
@@ -66,8 +68,8 @@ def retrain(
     """
     redact = Redactor([training_key or ""])
     with usage_errors(redact):
-        if not holdout.is_dir():
-            raise ConfigurationError(f"--holdout {holdout} is not a folder")
+        if not holdout.exists():
+            raise ConfigurationError(f"--holdout {holdout} does not exist")
         trainer = make_trainer(endpoint, training_key, prediction_resource_id)
         trainer.validated_resource_id()
     with service_errors(redact), trainer:

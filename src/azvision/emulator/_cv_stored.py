@@ -4,7 +4,7 @@ The service keeps every prediction made without ``/nostore`` (and every quick te
 ``store=false``): the image, the iteration that answered and the answer. They are what the portal's
 "Predictions" tab lists (``predictions/query``), what ``images/predictions`` turns into training
 images without a second upload, and what ``DELETE predictions`` removes. Here each project's
-predictions live in memory, with the images and an index as blobs of the project (so a ``data_dir``
+predictions live in memory, with the images (and records) as blobs of the project (so a ``data_dir``
 keeps them across restarts, and deleting the project deletes them).
 
 Example::
@@ -24,7 +24,8 @@ from azvision.emulator._cv_store import CustomVisionStore, IterationRecord
 
 __all__ = ["PredictionStore", "StoredPrediction", "stored_prediction_json"]
 
-_INDEX = "predictions/index.json"
+#: Stored predictions kept per project (the oldest go first).
+MAX_STORED = 2000
 
 
 @dataclass
@@ -58,7 +59,13 @@ class StoredPrediction:
 
 
 class PredictionStore:
-    """The stored predictions of every project, kept under the resource's lock (``store.lock``)."""
+    """The stored predictions of every project, kept under the resource's lock (``store.lock``).
+
+    Each prediction is two blobs of its project: the image and, with a ``data_dir``, its record as JSON
+    (nothing is rewritten as the store grows). At most :data:`MAX_STORED` a project are kept, the oldest
+    dropped first — the emulator's stand-in for the service's 30-day expiry, so that a long-running
+    emulator does not grow without bound.
+    """
 
     def __init__(self, store: CustomVisionStore) -> None:
         self.store = store
@@ -75,16 +82,17 @@ class PredictionStore:
                 return {}
             loaded = self._projects.get(project_id)
             if loaded is None:
-                loaded = {}
-                try:
-                    index = json.loads(self.store.get_blob(project_id, _INDEX))
-                except KeyError:
-                    index = []
-                for raw in index:
-                    record = StoredPrediction(**raw)
-                    loaded[record.id] = record
+                loaded = {record.id: record for record in self._load(project_id)}
                 self._projects[project_id] = loaded
             return loaded
+
+    def _load(self, project_id: str) -> list[StoredPrediction]:
+        root = self.store.root
+        folder = root / "blobs" / project_id / "predictions" if root is not None else None
+        if folder is None or not folder.is_dir():
+            return []
+        found = [StoredPrediction(**json.loads(path.read_text("utf-8"))) for path in folder.glob("*.json")]
+        return sorted(found, key=lambda record: record.created)
 
     def add(
         self, iteration: IterationRecord, data: bytes, body: dict[str, Any], *, application: str | None
@@ -105,7 +113,9 @@ class PredictionStore:
                 return record  # the project was deleted while the model ran
             self.store.put_blob(record.project_id, record.blob, data)
             records[record.id] = record
-            self.save(record.project_id)
+            self.save(record)
+            while len(records) > MAX_STORED:
+                self.delete(record.project_id, [next(iter(records))])
         return record
 
     def image(self, record: StoredPrediction) -> bytes:
@@ -119,13 +129,12 @@ class PredictionStore:
                 record = records.pop(prediction_id, None)
                 if record is not None:
                     self.store.delete_blob(project_id, record.blob)
-            self.save(project_id)
+                    self.store.delete_blob(project_id, f"{record.blob}.json")
 
-    def save(self, project_id: str) -> None:
-        """Persist the project's index (a no-op blob write in memory)."""
-        with self.store.lock:
-            index = [asdict(r) for r in self.records(project_id).values()]
-            self.store.put_blob(project_id, _INDEX, json.dumps(index).encode("utf-8"))
+    def save(self, record: StoredPrediction) -> None:
+        """Persist one record (with a ``data_dir``; in memory the record itself is the state)."""
+        if self.store.root is not None:
+            self.store.put_blob(record.project_id, f"{record.blob}.json", json.dumps(asdict(record)).encode())
 
 
 def stored_prediction_json(record: StoredPrediction, blob_base: str) -> dict[str, Any]:

@@ -151,7 +151,7 @@ class StoredPredictionsApi(ApiBase):
             for record, result in zip(made, results, strict=True):
                 if record is not None and result.get("image"):
                     record.image_id = str(result["image"]["id"])
-            self.service.predictions.save(project.id)
+                    self.service.predictions.save(record)
         return {"isBatchSuccessful": all(r["status"] == "OK" for r in results), "images": results}
 
 

@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -34,6 +36,8 @@ from .models import IterationInfo, ProjectInfo
 __all__ = ["Contender", "RetrainMixin", "RetrainResult"]
 
 _FROZEN = ConfigDict(frozen=True)
+#: Scores a classifier on the holdout: metrics with ``accuracy`` (mAP for detection), ``scored``, ``failed``.
+Scorer = Callable[[Any], Any]
 
 
 class Contender(BaseModel):
@@ -50,6 +54,7 @@ class Contender(BaseModel):
     iteration_name: str = ""
     metric: float | None = None
     failed: int = 0
+    scored: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``azvision retrain --json``."""
@@ -116,36 +121,43 @@ class RetrainMixin(PublishingMixin, TrainingMixin, ReviewMixin):
         """
         if not 0.0 <= max_drop <= 1.0:
             raise ConfigurationError(f"max_drop must be between 0 and 1, got {max_drop!r}")
-        data = holdout if isinstance(holdout, Dataset) else Dataset.from_folder(holdout)
-        if not data.items:
-            raise ConfigurationError(f"the holdout {data.root} has no images in label folders")
+        if not isinstance(holdout, Dataset) and not os.path.exists(holdout):
+            raise ConfigurationError(f"the holdout {os.fspath(holdout)} does not exist")
         self.validated_resource_id()  # before training: a missing resource id would only fail at the end
         info = self._resolve(project)
+        scorer, metric_name = self._scorer(info, holdout)  # the holdout is read before training too
         name, champion = self._champion(info.id, publish_name)
         job = self.train(info)
         challenger = job.wait(timeout)
         if champion is not None and challenger.id == champion.id:
-            scored = self._score(info.id, champion, data)
+            scored = self._score(info.id, champion, scorer)
             return RetrainResult(
                 champion=scored,
                 challenger=scored,
                 published="champion",
                 reason="nothing changed since the champion was trained: no new iteration",
                 publish_name=name,
+                metric_name=metric_name,
                 max_drop=max_drop,
             )
-        new = self._score(info.id, challenger, data)
-        old = self._score(info.id, champion, data) if champion is not None else None
+        new = self._score(info.id, challenger, scorer)
+        old = self._score(info.id, champion, scorer) if champion is not None else None
         if old is None:
             self.publish(info, challenger, name)
             reason = "there was no champion: the challenger is published"
             return RetrainResult(
-                champion=None, challenger=new, published="challenger", reason=reason, publish_name=name
+                champion=None,
+                challenger=new,
+                published="challenger",
+                reason=reason,
+                publish_name=name,
+                metric_name=metric_name,
             )
         better = _not_worse(new, old, max_drop)
         comparison = (
-            f"challenger {new.iteration_name} accuracy {_pct(new.metric)} vs champion {old.iteration_name} "
-            f"{_pct(old.metric)} on {len(data)} holdout images (max drop {max_drop * 100:.1f} points)"
+            f"challenger {new.iteration_name} {metric_name} {_pct(new.metric)} vs champion "
+            f"{old.iteration_name} {_pct(old.metric)} on {new.scored} holdout images "
+            f"(max drop {max_drop * 100:.1f} points)"
         )
         if better:
             self.publish(info, challenger, name)
@@ -158,6 +170,7 @@ class RetrainMixin(PublishingMixin, TrainingMixin, ReviewMixin):
             published="challenger" if better else "champion",
             reason=reason,
             publish_name=name,
+            metric_name=metric_name,
             max_drop=max_drop,
         )
 
@@ -172,11 +185,33 @@ class RetrainMixin(PublishingMixin, TrainingMixin, ReviewMixin):
         champion = published[0]
         return str(champion.publish_name), champion
 
-    def _score(self, project_id: str, iteration: IterationInfo, data: Dataset) -> Contender:
+    def _scorer(self, info: ProjectInfo, holdout: Dataset | str | os.PathLike[str]) -> tuple[Scorer, str]:
+        """How to score an iteration on the holdout: classification accuracy with
+        :func:`azvision.evaluation.evaluate`, or mAP at IoU 0.5 for a detection project."""
+        domain = next(
+            (d for d in self._domain_list() if str(d.id).lower() == str(info.domain_id).lower()), None
+        )
+        if domain is not None and domain.type == "ObjectDetection":
+            try:  # the detection evaluation (mAP) lives in its own module
+                evaluate_detection = importlib.import_module("azvision._detection_metrics").evaluate_detection
+            except (ImportError, AttributeError):
+                raise ConfigurationError(
+                    f"{info.name} is an object detection project: scoring it needs the detection "
+                    "evaluation (mAP), which this installation of azvision does not have"
+                ) from None
+            if isinstance(holdout, Dataset):
+                raise ConfigurationError("a detection holdout is an annotation file or folder, not a Dataset")
+            return (lambda clf: evaluate_detection(clf, holdout)), "mAP@0.5"
         from ..evaluation import evaluate
 
+        data = holdout if isinstance(holdout, Dataset) else Dataset.from_folder(holdout)
+        if not data.items:
+            raise ConfigurationError(f"the holdout {data.root} has no images in label folders")
+        return (lambda clf: evaluate(clf, data)), "accuracy"
+
+    def _score(self, project_id: str, iteration: IterationInfo, scorer: Scorer) -> Contender:
         with QuickTestClassifier(self, project_id, iteration.id) as classifier:
-            metrics = evaluate(classifier, data)
+            metrics = scorer(classifier)
         if not metrics.scored:
             raise TrainingError(
                 f"no holdout image could be scored with {iteration.name}: {metrics.failed} failed",
@@ -185,8 +220,9 @@ class RetrainMixin(PublishingMixin, TrainingMixin, ReviewMixin):
         return Contender(
             iteration_id=iteration.id,
             iteration_name=iteration.name,
-            metric=metrics.accuracy,
-            failed=metrics.failed,
+            metric=float(metrics.accuracy),
+            failed=int(metrics.failed),
+            scored=int(metrics.scored),
         )
 
 

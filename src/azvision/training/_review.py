@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -26,21 +27,18 @@ from azure.cognitiveservices.vision.customvision.training.models import (
     ImageIdCreateEntry,
     PredictionQueryTag,
     PredictionQueryToken,
+    Region,
 )
 from pydantic import BaseModel, ConfigDict
 
 from .._errors import AzVisionError, ConfigurationError, NotFoundError
 from .._models import BoundingBox, Label
 from ._core import NAME, TrainerCore
+from ._decisions import NONE_OF_THESE, Choice, Decision, checked
 from ._projects import ProjectsMixin
 from .models import ProjectInfo
 
 __all__ = ["NONE_OF_THESE", "AcceptResult", "Decision", "FailedDecision", "ReviewItem", "ReviewMixin"]
-
-#: A decision that the image shows none of the project's tags: it becomes a ``Negative`` image.
-NONE_OF_THESE: tuple[str, ...] = ()
-#: A label, several labels (multi-label projects), :data:`NONE_OF_THESE`, or ``None`` to skip.
-Decision = str | Sequence[str] | None
 
 BATCH = 64  # images per images/predictions request (the service's limit)
 _PAGE = 256
@@ -179,7 +177,8 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
     def _stored(
         self, project_id: str, tags: list[PredictionQueryTag], iteration: str | None
     ) -> Iterator[ReviewItem]:
-        token = PredictionQueryToken(max_count=_PAGE, order_by="Suggested", tags=tags or None)
+        # Every page is read and sorted here, so the service's default order is enough.
+        token = PredictionQueryToken(max_count=_PAGE, order_by="Newest", tags=tags or None)
         if iteration:
             token.iteration_id = iteration
         seen: set[str] = set()
@@ -198,56 +197,61 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
     ) -> AcceptResult:
         """Turn reviewed predictions into tagged training images, in batches; safe to run again.
 
+        Batches go ``upload_concurrency`` at a time under the trainer's rate limit.
+
         ``decisions`` maps a prediction id to a label (created as a tag if the project lacks it), a list
-        of labels (multi-label projects), :data:`NONE_OF_THESE` (``()``: a ``Negative`` image) or ``None``
-        (skip). Malformed decisions raise :class:`ConfigurationError` before anything is sent; a batch
-        the service refuses fails its decisions (with the reason) and the next batch still goes.
+        of labels (multi-label projects), a list of :class:`~azvision.Label` with boxes (object detection:
+        the suggestions a reviewer confirms become the image's regions), :data:`NONE_OF_THESE` (``()``: a
+        ``Negative`` image) or ``None`` (skip). Malformed decisions raise :class:`ConfigurationError`
+        before anything is sent; a batch the service refuses fails its decisions (with the reason) and the
+        next batch still goes.
 
         Example:
             >>> trainer.accept("flowers", {"3f1c…": "rose", "9a2e…": None}).counts()  # doctest: +SKIP
             {'added': 1, 'already_added': 0, 'duplicates': 0, 'skipped': 1, 'failed': 0}
         """
-        wanted = _checked(decisions)
+        wanted = checked(decisions)
         if not 1 <= batch_size <= BATCH:
             raise ConfigurationError(f"batch_size must be between 1 and {BATCH}, got {batch_size!r}")
         info = self._resolve(project)
-        skipped = tuple(pid for pid, labels in wanted.items() if labels is None)
-        chosen = {pid: labels for pid, labels in wanted.items() if labels is not None}
+        detection = self.is_detection(info)
+        skipped = tuple(pid for pid, choice in wanted.items() if choice is None)
+        chosen: dict[str, Choice] = {}
         failed: list[FailedDecision] = []
-        if info.classification_type == "Multiclass":
-            for pid, labels in list(chosen.items()):
-                if len(labels) > 1:
-                    del chosen[pid]
-                    failed.append(
-                        FailedDecision(
-                            prediction_id=pid,
-                            reason=f"a multiclass project takes one label per image, not {len(labels)}",
-                            status="ConfigurationError",
-                        )
-                    )
+        for pid, choice in wanted.items():
+            if choice is None:
+                continue
+            problem = choice.problem(detection=detection, multiclass=info.classification_type == "Multiclass")
+            if problem is None:
+                chosen[pid] = choice
+            else:
+                failed.append(FailedDecision(prediction_id=pid, reason=problem, status="ConfigurationError"))
         already = self._made_into_images(info.id, list(chosen))
-        todo = {pid: labels for pid, labels in chosen.items() if pid not in already}
+        todo = {pid: choice for pid, choice in chosen.items() if pid not in already}
         tag_ids, negative = self._tag_ids(info.id, list(todo.values()))
         added: list[str] = []
         duplicates: list[str] = []
         ids = list(todo)
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
-            entries = [
-                ImageIdCreateEntry(id=pid, tag_ids=[tag_ids[label] for label in todo[pid]] or [negative])
-                for pid in batch
-            ]
+        batches = [ids[start : start + batch_size] for start in range(0, len(ids), batch_size)]
+
+        def send(batch: list[str]) -> list[tuple[str, str | None]] | AzVisionError:
+            entries = [_entry(pid, todo[pid], tag_ids, negative) for pid in batch]
             try:
-                summary = self._call(partial(_create, project_id=info.id, entries=entries))
+                return _outcomes(
+                    self._call(partial(_create, project_id=info.id, entries=entries)), len(batch)
+                )
             except AzVisionError as exc:
-                reason = f"the batch was refused: {exc}"
-                failed += [
-                    FailedDecision(prediction_id=pid, reason=reason, status=type(exc).__name__)
-                    for pid in batch
-                ]
+                return exc
+
+        workers = max(1, min(self.upload_concurrency, len(batches)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="azvision-accept") as pool:
+            answers = list(pool.map(send, batches))  # the trainer's throttle paces them
+        for batch, answer in zip(batches, answers, strict=True):
+            if isinstance(answer, AzVisionError):
+                reason, kind = f"the batch was refused: {answer}", type(answer).__name__
+                failed += [FailedDecision(prediction_id=pid, reason=reason, status=kind) for pid in batch]
                 continue
-            for pid, outcome in zip(batch, _outcomes(summary, len(batch)), strict=True):
-                status, image_id = outcome
+            for pid, (status, image_id) in zip(batch, answer, strict=True):
                 if status == "OK" or (status == "OKDuplicate" and image_id == pid):
                     added.append(pid)  # OKDuplicate under its own id: an earlier attempt of this call landed
                 elif status == "OKDuplicate":
@@ -271,12 +275,23 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
             found |= {str(i.id).lower() for i in images or ()}
         return {pid for pid in prediction_ids if pid.lower() in found}
 
-    def _tag_ids(self, project_id: str, chosen: list[tuple[str, ...]]) -> tuple[dict[str, str], str]:
+    def _tag_ids(self, project_id: str, chosen: list[Choice]) -> tuple[dict[str, str], str]:
         """Tag ids by label (missing tags created) and the Negative tag's id ("" when none is needed)."""
-        labels = list(dict.fromkeys(label for labels in chosen for label in labels))
+        labels = list(dict.fromkeys(name for choice in chosen for name in choice.names))
         ids = self.tags(project_id, labels) if labels else {}
-        negative = self._negative_tag(project_id) if any(not labels for labels in chosen) else ""
+        negative = self._negative_tag(project_id) if any(not choice.names for choice in chosen) else ""
         return ids, negative
+
+    def is_detection(self, project: ProjectInfo) -> bool:
+        """Whether the project detects objects (its domain is an object detection one).
+
+        Example:
+            >>> trainer.is_detection(trainer.project("flowers"))  # doctest: +SKIP
+            False
+        """
+        wanted = str(project.domain_id).lower()
+        domain = next((d for d in self._domain_list() if str(d.id).lower() == wanted), None)
+        return domain is not None and domain.type == "ObjectDetection"
 
     def _negative_tag(self, project_id: str) -> str:
         for tag in self._call(lambda c: c.get_tags(project_id)):
@@ -318,29 +333,13 @@ def review_item(stored: Any) -> ReviewItem:
     )
 
 
-def _checked(decisions: Mapping[str, Decision]) -> dict[str, tuple[str, ...] | None]:
-    """Decisions as label tuples (``None``: skip), or :class:`ConfigurationError` naming every bad one."""
-    if not isinstance(decisions, Mapping):
-        raise ConfigurationError(
-            f"decisions must map prediction ids to labels, got {type(decisions).__name__}"
-        )
-    checked: dict[str, tuple[str, ...] | None] = {}
-    bad: list[str] = []
-    for pid, decision in decisions.items():
-        if not isinstance(pid, str) or not pid.strip():
-            bad.append(f"{pid!r}: a prediction id must be a non-empty string")
-            continue
-        if decision is None:
-            checked[pid.strip()] = None
-            continue
-        labels = (decision,) if isinstance(decision, str) else decision
-        if not isinstance(labels, Sequence) or not all(isinstance(x, str) and x.strip() for x in labels):
-            bad.append(f"{pid}: {decision!r} is not a label, a list of labels, () or None")
-            continue
-        checked[pid.strip()] = tuple(dict.fromkeys(x.strip() for x in labels))
-    if bad:
-        raise ConfigurationError("bad decisions: " + "; ".join(bad))
-    return checked
+def _entry(pid: str, choice: Choice, tag_ids: dict[str, str], negative: str) -> ImageIdCreateEntry:
+    regions = [
+        Region(tag_id=tag_ids[name], left=box.left, top=box.top, width=box.width, height=box.height)
+        for name, box in choice.regions
+    ]
+    tags = [tag_ids[name] for name in choice.labels] or ([] if regions else [negative])
+    return ImageIdCreateEntry(id=pid, tag_ids=tags or None, regions=regions or None)
 
 
 def _outcomes(summary: Any, count: int) -> list[tuple[str, str | None]]:
