@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -170,3 +170,48 @@ def test_routers_refuse_what_is_not_a_classifier() -> None:
         Fallback(["custom_vision"])  # type: ignore[list-item]
     with pytest.raises(ConfigurationError, match="at least one"):
         Cascade([])
+
+
+class Batched(Scripted):
+    """A first stage that records how it was asked: one ``classify_many`` stream, or single calls."""
+
+    def __init__(self, outcomes: Iterable[Outcome], **options: Any) -> None:
+        super().__init__(outcomes, **options)
+        self.streams = 0
+
+    def classify_many(self, images: Iterable[Any], **options: Any) -> Any:
+        self.streams += 1
+        return super().classify_many(images, **options)
+
+
+def test_the_cascades_first_stage_gets_the_whole_batch_as_one_stream_and_order_holds() -> None:
+    import asyncio
+    import io
+
+    closed = io.BytesIO(IMAGE)
+    closed.close()
+    sure, unsure = ("cat", 0.95), ("dog", 0.3)
+    images = [IMAGE, closed, IMAGE, IMAGE, IMAGE]
+
+    def run(asynchronous: bool) -> tuple[list[object], Batched, Scripted]:
+        local = Batched([sure, unsure, sure, unsure], name="onnx")
+        cloud = Scripted([("dog", 0.9)], name="custom_vision")
+        cascade = Cascade([local, cloud], threshold=0.8)
+
+        async def collect() -> list[object]:
+            return [o async for o in cascade.aclassify_many(images, concurrency=1)]
+
+        with cascade:
+            outcomes = (
+                asyncio.run(collect()) if asynchronous else list(cascade.classify_many(images, concurrency=1))
+            )
+        return outcomes, local, cloud
+
+    for asynchronous in (False, True):
+        outcomes, local, cloud = run(asynchronous)
+        assert [o.backend if isinstance(o, Prediction) else type(o).__name__ for o in outcomes] == [
+            "onnx", "InvalidImageError", "custom_vision", "onnx", "custom_vision",
+        ]  # fmt: skip
+        if not asynchronous:
+            assert local.streams == 1
+        assert local.requests == 4 and cloud.requests == 2

@@ -33,12 +33,13 @@ from .._protocol import Classifier
 from ._identity import identity
 from ._stats import RoutingStats, StageStats, Usage, leaf_cost
 
-__all__ = ["Prepared", "Router", "Steps", "add_notes", "member_name", "prepare"]
+__all__ = ["Outcome", "Prepared", "Router", "Steps", "add_notes", "member_name", "prepare"]
 
 _DEFAULT_CONCURRENCY = 8
 
+Outcome = Prediction | AzVisionError
 #: A router's plan for one input: yields member indices, is sent their outcomes, returns the answer.
-Steps = Generator[int, "Prediction | AzVisionError", Prediction]
+Steps = Generator[int, Outcome, Prediction]
 
 
 @dataclass(frozen=True)
@@ -132,16 +133,23 @@ class Router(Closing):
         """Which member to ask next for one input, given the outcomes so far (see the module)."""
         raise NotImplementedError
 
-    def _route(self, item: Prepared) -> Prediction:
-        """Answer one prepared input through the members, or raise its `AzVisionError`."""
+    def _route(self, item: Prepared, first: Outcome | None = None) -> Prediction:
+        """Answer one prepared input through the members, or raise its `AzVisionError`.
+
+        ``first`` is member 0's outcome when a batch has already asked it (a cascade's first stage).
+        """
         steps = self._steps()
         try:
             index = next(steps)
             while True:
-                try:
-                    outcome: Prediction | AzVisionError = self.members[index].classify(item.image)
-                except AzVisionError as exc:
-                    outcome = exc
+                outcome: Outcome
+                if index == 0 and first is not None:
+                    outcome, first = first, None
+                else:
+                    try:
+                        outcome = self.members[index].classify(item.image)
+                    except AzVisionError as exc:
+                        outcome = exc
                 index = steps.send(outcome)
         except StopIteration as done:
             answer: Prediction = done.value
@@ -149,16 +157,20 @@ class Router(Closing):
         finally:
             steps.close()  # interrupted (Ctrl-C, a batch that stopped): the steps release what they hold
 
-    async def _aroute(self, item: Prepared) -> Prediction:
+    async def _aroute(self, item: Prepared, first: Outcome | None = None) -> Prediction:
         """Async `_route`."""
         steps = self._steps()
         try:
             index = next(steps)
             while True:
-                try:
-                    outcome: Prediction | AzVisionError = await self.members[index].aclassify(item.image)
-                except AzVisionError as exc:
-                    outcome = exc
+                outcome: Outcome
+                if index == 0 and first is not None:
+                    outcome, first = first, None
+                else:
+                    try:
+                        outcome = await self.members[index].aclassify(item.image)
+                    except AzVisionError as exc:
+                        outcome = exc
                 index = steps.send(outcome)
         except StopIteration as done:
             answer: Prediction = done.value
@@ -247,19 +259,19 @@ class Router(Closing):
         self._check_open()
         return await self._aone(prepare(image))
 
-    def _one(self, item: Prepared) -> Prediction:
+    def _one(self, item: Prepared, first: Outcome | None = None) -> Prediction:
         with self._counts.lock:
             self._counts.inputs += 1
         if item.error is not None:
             raise item.error
-        return _with_source(self._route(item), item)
+        return _with_source(self._route(item, first), item)
 
-    async def _aone(self, item: Prepared) -> Prediction:
+    async def _aone(self, item: Prepared, first: Outcome | None = None) -> Prediction:
         with self._counts.lock:
             self._counts.inputs += 1
         if item.error is not None:
             raise item.error
-        return _with_source(await self._aroute(item), item)
+        return _with_source(await self._aroute(item, first), item)
 
     # -- batches --------------------------------------------------------------------------------
     def _workers(self, concurrency: int | None) -> int:

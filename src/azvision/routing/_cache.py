@@ -21,7 +21,7 @@ from .._download import is_url
 from .._images import DEFAULT_MAX_INPUT_BYTES, _read_source
 from .._models import Prediction
 from .._protocol import Classifier
-from ._base import Prepared, Router, add_notes
+from ._base import Outcome, Prepared, Router, add_notes
 from ._identity import identity
 from ._stats import Usage
 from ._store import CacheStore
@@ -135,7 +135,7 @@ class CachedClassifier(Router):
         self.store.put(key, json.dumps(body))
         return prediction
 
-    def _route(self, item: Prepared) -> Prediction:
+    def _route(self, item: Prepared, first: Outcome | None = None) -> Prediction:
         key, hit = self._lookup(item)
         if hit is not None:
             return hit
@@ -146,7 +146,7 @@ class CachedClassifier(Router):
             raise
         return self._keep(key, answer)
 
-    async def _aroute(self, item: Prepared) -> Prediction:
+    async def _aroute(self, item: Prepared, first: Outcome | None = None) -> Prediction:
         import asyncio
 
         key, hit = await asyncio.get_running_loop().run_in_executor(self._pool(), self._lookup, item)
