@@ -215,3 +215,22 @@ def test_the_cascades_first_stage_gets_the_whole_batch_as_one_stream_and_order_h
         if not asynchronous:
             assert local.streams == 1
         assert local.requests == 4 and cloud.requests == 2
+
+
+def test_repeats_in_one_batch_ask_the_backend_once(tmp_path: Path) -> None:
+    backend = Scripted([("cat", 0.9)])
+    with CachedClassifier(backend, tmp_path / "c.sqlite") as cached:
+        outcomes = list(cached.classify_many([IMAGE] * 12, concurrency=8))
+        usage = cached.stats().usage
+    assert all(isinstance(o, Prediction) and o.label == "cat" for o in outcomes)
+    assert backend.requests == 1 and (usage.cache_hits, usage.cache_misses) == (11, 1)
+
+
+def test_a_failed_answer_is_not_shared_the_next_caller_asks_again(tmp_path: Path) -> None:
+    backend = Scripted([ServiceError("down", status_code=500), ("cat", 0.9)])
+    with CachedClassifier(backend, tmp_path / "c.sqlite") as cached:
+        with pytest.raises(ServiceError):
+            cached.classify(IMAGE)
+        assert cached.classify(IMAGE).label == "cat"
+        assert cached.classify(IMAGE).notes[-1] == "cache: hit"
+    assert backend.requests == 2

@@ -10,9 +10,11 @@ so is every credential.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +91,9 @@ class CachedClassifier(Router):
         self._identity = json.dumps(identity(classifier), sort_keys=True, default=str)
         self.hits = 0
         self.misses = 0
+        #: Keys being asked of the classifier now: a second thread with the same image waits for it.
+        self._in_flight: dict[str, threading.Event] = {}
+        self._flight_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -111,6 +116,7 @@ class CachedClassifier(Router):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def _lookup(self, item: Prepared) -> tuple[str, Prediction | None]:
+        """The key, and the stored answer (or ``None``); counts a hit."""
         started = time.perf_counter()
         key = self.key(item)
         stored = self.store.get(key)
@@ -120,14 +126,28 @@ class CachedClassifier(Router):
                 prediction = Prediction.model_validate(json.loads(stored))
             except ValueError:  # an entry written by another version, or damaged: a miss
                 prediction = None
+        if prediction is None:
+            return key, None
         with self._counts.lock:
-            if prediction is None:
-                self.misses += 1
-                return key, None
             self.hits += 1
         update = {"source": item.source, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
         hit = add_notes(prediction.model_copy(update=update), "cache: hit")
         return key, hit.with_image(item.image if isinstance(item.image, str) else None)
+
+    def _claim(self, key: str) -> threading.Event | None:
+        """``None``: this caller asks the backend (then `_release`s); else wait for the one asking."""
+        with self._flight_lock:
+            asking = self._in_flight.get(key)
+            if asking is None:
+                self._in_flight[key] = threading.Event()
+                self.misses += 1
+            return asking
+
+    def _release(self, key: str) -> None:
+        with self._flight_lock:
+            done = self._in_flight.pop(key, None)
+        if done is not None:
+            done.set()
 
     def _keep(self, key: str, prediction: Prediction) -> Prediction:
         self._count(0, "answered")
@@ -136,28 +156,43 @@ class CachedClassifier(Router):
         return prediction
 
     def _route(self, item: Prepared, first: Outcome | None = None) -> Prediction:
-        key, hit = self._lookup(item)
-        if hit is not None:
-            return hit
+        while True:
+            key, hit = self._lookup(item)
+            if hit is not None:
+                return hit
+            asking = self._claim(key)
+            if asking is None:
+                break
+            asking.wait()  # the same image is being asked for: its answer is a hit (or, failed, ask)
         try:
             answer = self.classifier.classify(item.image)
         except Exception:
             self._count(0, "error")
             raise
-        return self._keep(key, answer)
+        else:
+            return self._keep(key, answer)
+        finally:
+            self._release(key)
 
     async def _aroute(self, item: Prepared, first: Outcome | None = None) -> Prediction:
-        import asyncio
-
-        key, hit = await asyncio.get_running_loop().run_in_executor(self._pool(), self._lookup, item)
-        if hit is not None:
-            return hit
+        loop = asyncio.get_running_loop()
+        while True:
+            key, hit = await loop.run_in_executor(self._pool(), self._lookup, item)
+            if hit is not None:
+                return hit
+            asking = self._claim(key)
+            if asking is None:
+                break
+            await loop.run_in_executor(self._pool(), asking.wait)
         try:
             answer = await self.classifier.aclassify(item.image)
         except Exception:
             self._count(0, "error")
             raise
-        return self._keep(key, answer)
+        else:
+            return await loop.run_in_executor(self._pool(), self._keep, key, answer)
+        finally:
+            self._release(key)
 
     def _own_usage(self) -> Usage:
         return Usage(cache_hits=self.hits, cache_misses=self.misses)
