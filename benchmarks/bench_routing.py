@@ -39,7 +39,7 @@ from ._common import Lab, RemoteEmulator, Result, request_total, wall_clock
 NAME = "routing"
 CLOUD_LATENCY_MS = 150
 CONCURRENCY = 8
-REPEATS = 3
+REPEATS = 5
 _FULL = (("circle", "square", "triangle", "star"), 20, 10)
 _QUICK = (("circle", "square", "triangle"), 12, 6)
 
