@@ -203,9 +203,8 @@ class Router(Closing):
         with self._counts.lock:
             calls = list(self._counts.calls)
         for member, name, count in zip(self.members, self.member_names, calls, strict=True):
-            nested = getattr(member, "usage", None)
-            if isinstance(member, Router) and callable(nested):
-                total += member.usage()
+            if isinstance(member, Router):
+                total += member.usage()  # a router counts its own backends' calls
             else:
                 total += Usage.of_leaf(name, count, leaf_cost(member))
         return total + self._own_usage()
@@ -241,7 +240,7 @@ class Router(Closing):
                     answered=c.answered[i],
                     errors=c.errors[i],
                     skipped=c.skipped[i],
-                    cost_usd=_member_cost(member, name, c.calls[i]),
+                    cost_usd=_member_cost(member, c.calls[i]),
                 )
                 for i, (member, name) in enumerate(zip(self.members, self.member_names, strict=True))
             )
@@ -357,7 +356,7 @@ class Router(Closing):
         return f"{type(self).__name__}({', '.join(repr(m) for m in self.members)})"
 
 
-def _member_cost(member: Classifier, name: str, calls: int) -> float | None:
+def _member_cost(member: Classifier, calls: int) -> float | None:
     if isinstance(member, Router):
         return member.usage().cost_usd
     per_image = leaf_cost(member)

@@ -59,7 +59,7 @@ class Fallback(Router):
         >>> secondary = CustomVisionBackend(endpoint="https://westeurope...", key=...)  # doctest: +SKIP
         >>> clf = Fallback([primary, secondary], cooldown_after=3, cooldown=30)  # doctest: +SKIP
         >>> clf.classify("cat.jpg").notes  # doctest: +SKIP
-        ('fallback: custom_vision failed (ServiceError, HTTP 503), answered by custom_vision@2',)
+        ('fallback: custom_vision failed (ServiceError, HTTP 503)', 'fallback: answered by custom_vision@2')
     """
 
     kind = "fallback"
