@@ -234,3 +234,12 @@ def test_a_failed_answer_is_not_shared_the_next_caller_asks_again(tmp_path: Path
         assert cached.classify(IMAGE).label == "cat"
         assert cached.classify(IMAGE).notes[-1] == "cache: hit"
     assert backend.requests == 2
+
+
+def test_a_cache_file_that_cannot_be_opened_warns_and_classifies_without_caching(tmp_path: Path) -> None:
+    backend = Scripted([("cat", 0.9)])
+    with pytest.warns(RuntimeWarning, match="not usable"):
+        cached = CachedClassifier(backend, tmp_path)  # a folder, not a file
+    with cached, pytest.warns(RuntimeWarning):
+        labels = [cached.classify(IMAGE).label for _ in range(2)]
+    assert labels == ["cat", "cat"] and backend.requests == 2
