@@ -243,3 +243,21 @@ def test_a_cache_file_that_cannot_be_opened_warns_and_classifies_without_caching
     with cached, pytest.warns(RuntimeWarning):
         labels = [cached.classify(IMAGE).label for _ in range(2)]
     assert labels == ["cat", "cat"] and backend.requests == 2
+
+
+def test_the_async_cache_path_answers_repeats_from_one_call(tmp_path: Path) -> None:
+    import asyncio
+
+    backend = Scripted([("cat", 0.9)])
+
+    async def run() -> list[object]:
+        async with CachedClassifier(backend, tmp_path / "c.sqlite") as cached:
+            first = await cached.aclassify(IMAGE)
+            rest = [o async for o in cached.aclassify_many([IMAGE] * 6, concurrency=3)]
+        return [first, *rest]
+
+    outcomes = asyncio.run(run())
+    assert [o.notes[-1] if isinstance(o, Prediction) and o.notes else None for o in outcomes] == [
+        None, *["cache: hit"] * 6,
+    ]  # fmt: skip
+    assert backend.requests == 1
