@@ -261,3 +261,19 @@ def test_the_async_cache_path_answers_repeats_from_one_call(tmp_path: Path) -> N
         None, *["cache: hit"] * 6,
     ]  # fmt: skip
     assert backend.requests == 1
+
+
+def test_each_member_keeps_its_own_retry_after() -> None:
+    clock = VirtualClock(0.0)
+    a = Scripted([RateLimitError("a quota", status_code=429, retry_after=5.0)], name="a")
+    b = Scripted([RateLimitError("b quota", status_code=429, retry_after=60.0)], name="b")
+    with Fallback([a, b], cooldown_after=10, clock=clock.now) as fallback:
+        with pytest.raises(RateLimitError) as caught:
+            fallback.classify(IMAGE)
+        assert caught.value.retry_after == 60.0 and "b quota" in str(caught.value)  # b's own, not a's
+        a_health, b_health = fallback.health()
+        assert (a_health.cooling_until, b_health.cooling_until) == (5.0, 60.0)
+        clock.sleep(6)  # a's wait is over, b's is not: a is probed, b still skipped
+        a._outcomes = deque([("cat", 0.9)])
+        answer = fallback.classify(IMAGE)
+    assert answer.backend == "a" and answer.notes == ("fallback: a answered a probe after its cool-down",)
