@@ -100,6 +100,8 @@ class _Counts:
         self.answered = [0] * size
         self.errors = [0] * size
         self.skipped = [0] * size
+        #: Requests that got an answer (final or passed on): what a service bills.
+        self.billed = [0] * size
         self.inputs = 0
 
 
@@ -190,6 +192,8 @@ class Router(Closing):
         with counts.lock:
             if outcome != "skipped":
                 counts.calls[index] += 1
+            if outcome in ("answered", "passed"):
+                counts.billed[index] += 1
             if outcome == "answered":
                 counts.answered[index] += 1
             elif outcome == "error":
@@ -201,12 +205,12 @@ class Router(Closing):
         """Backend calls, cache hits and cost of every backend below this router, summed through nesting."""
         total = Usage()
         with self._counts.lock:
-            calls = list(self._counts.calls)
-        for member, name, count in zip(self.members, self.member_names, calls, strict=True):
+            counts = list(zip(self._counts.calls, self._counts.billed, strict=True))
+        for member, name, (calls, billed) in zip(self.members, self.member_names, counts, strict=True):
             if isinstance(member, Router):
                 total += member.usage()  # a router counts its own backends' calls
             else:
-                total += Usage.of_leaf(name, count, leaf_cost(member))
+                total += Usage.of_leaf(name, calls, leaf_cost(member), billed)
         return total + self._own_usage()
 
     def _own_usage(self) -> Usage:
@@ -240,7 +244,7 @@ class Router(Closing):
                     answered=c.answered[i],
                     errors=c.errors[i],
                     skipped=c.skipped[i],
-                    cost_usd=_member_cost(member, c.calls[i]),
+                    cost_usd=_member_cost(member, c.billed[i]),
                 )
                 for i, (member, name) in enumerate(zip(self.members, self.member_names, strict=True))
             )
@@ -356,11 +360,11 @@ class Router(Closing):
         return f"{type(self).__name__}({', '.join(repr(m) for m in self.members)})"
 
 
-def _member_cost(member: Classifier, calls: int) -> float | None:
+def _member_cost(member: Classifier, billed: int) -> float | None:
     if isinstance(member, Router):
         return member.usage().cost_usd
     per_image = leaf_cost(member)
-    return None if per_image is None else per_image * calls
+    return None if per_image is None else per_image * billed
 
 
 def _with_source(prediction: Prediction, item: Prepared) -> Prediction:

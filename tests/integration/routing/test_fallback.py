@@ -55,6 +55,8 @@ def test_a_failing_primary_cools_down_and_every_image_is_answered_by_the_seconda
     assert (primary_stats.calls, primary_stats.errors, primary_stats.skipped) == (3, 3, len(paths) - 3)
     assert secondary_stats.answered == len(paths)
     assert stats.usage.calls == {"custom_vision": 3, "custom_vision@2": len(paths)}
+    assert stats.usage.cost_usd == pytest.approx(0.002 * len(paths))  # failed requests are not billed
+    assert (primary_stats.cost_usd, secondary_stats.cost_usd) == (0.0, pytest.approx(0.002 * len(paths)))
 
 
 def test_the_cool_down_expires_and_a_probe_brings_the_primary_back(
