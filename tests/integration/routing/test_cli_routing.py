@@ -108,3 +108,19 @@ def test_compare_with_a_cache_answers_a_second_run_from_it(
         usage = entries[name]["routing"]["usage"]
         assert (usage["cache_hits"], usage["backend_calls"]) == (len(trained.paths), 0)
     assert prediction_calls(service) == calls
+
+
+def test_a_refused_key_in_a_cascade_is_reported_without_the_key(
+    trained: Trained, service: Emulator, tmp_path: Path
+) -> None:
+    wrong = "wrong-key-DISTINCTIVE-7c1e"
+    image = trained.paths[0]
+    args = ["classify", image, "--cascade", "onnx,custom_vision", "--threshold", "1.0",
+            "--model-path", str(trained.export_dir), "--endpoint", service.endpoint, "--key", wrong,
+            "--project-id", trained.project_id, "--iteration", "prod", "--cache", str(tmp_path / "c.sqlite")]  # fmt: skip
+    done = azvision(*args)
+    assert done.returncode == 1
+    record = json.loads(done.stdout.splitlines()[0])
+    assert record["error"]["type"] == "AuthenticationError"
+    assert wrong not in done.stdout + done.stderr
+    assert wrong.encode() not in (tmp_path / "c.sqlite").read_bytes()
