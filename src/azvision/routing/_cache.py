@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._download import is_url
+from .._errors import ConfigurationError
 from .._images import DEFAULT_MAX_INPUT_BYTES, _read_source
 from .._models import Prediction
 from .._protocol import Classifier
@@ -42,9 +43,8 @@ def image_digest(item: Prepared) -> str:
     """
     if isinstance(item.image, str) and is_url(item.image):
         return "url:" + item.image
-    data = (
-        item.image if isinstance(item.image, bytes) else _read_source(item.image, DEFAULT_MAX_INPUT_BYTES)[0]
-    )
+    image = item.image
+    data = image if isinstance(image, bytes) else _read_source(image, DEFAULT_MAX_INPUT_BYTES)[0]
     return hashlib.sha256(data).hexdigest()
 
 
@@ -80,8 +80,6 @@ class CachedClassifier(Router):
         concurrency: int | None = None,
     ) -> None:
         super().__init__([classifier], concurrency=concurrency)
-        from .._errors import ConfigurationError
-
         if max_entries is not None and max_entries < 1:
             raise ConfigurationError(f"max_entries must be at least 1, got {max_entries}")
         if max_age is not None and max_age <= 0:
