@@ -277,3 +277,16 @@ def test_each_member_keeps_its_own_retry_after() -> None:
         a._outcomes = deque([("cat", 0.9)])
         answer = fallback.classify(IMAGE)
     assert answer.backend == "a" and answer.notes == ("fallback: a answered a probe after its cool-down",)
+
+
+def test_fallback_members_must_answer_in_the_same_labels_or_a_label_map_folds_them() -> None:
+    english = Scripted([("cat", 0.9)], name="custom_vision", labels=("cat", "dog"))
+    german = Scripted([("Katze", 0.9)], name="azure_openai", labels=("Katze", "Hund"))
+    with pytest.raises(ConfigurationError, match=r"fallback's members answer in different labels"):
+        Fallback([english, german])
+    folded = Fallback([english, german], label_map={"azure_openai": {"Katze": "cat", "Hund": "dog"}})
+    assert folded.labels == ("cat", "dog")
+    folded._health[0].cooling_until = float("inf")  # the first one is down: the second answers
+    with folded:
+        answer = folded.classify(IMAGE)
+    assert (answer.label, answer.backend) == ("cat", "azure_openai")

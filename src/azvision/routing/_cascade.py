@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 from .._batch import aiter_any, ordered_map, thread_map
@@ -12,7 +12,7 @@ from .._images import ImageLike
 from .._models import Prediction
 from .._protocol import Classifier
 from ._base import Outcome, Prepared, Router, Steps, add_notes, prepare
-from ._labels import folds_for, label_space, mismatch
+from ._labels import LabelMapping, SharedLabels
 from ._policy import describe, moves_on
 
 __all__ = ["Cascade"]
@@ -53,45 +53,23 @@ class Cascade(Router):
         stages: Sequence[Classifier],
         threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
         *,
-        label_map: Mapping[int | str, Mapping[str, str | None]] | None = None,
+        label_map: LabelMapping | None = None,
         labels: Sequence[str] | None = None,
         concurrency: int | None = None,
     ) -> None:
         super().__init__(stages, concurrency=concurrency)
         self.thresholds: tuple[float, ...] = _thresholds(threshold, len(self.members))
-        self._folds = folds_for(self.member_names, label_map)
-        self._space = self._check_labels(frozenset(labels) if labels is not None else None)
+        self._labels = SharedLabels("cascade", self.member_names, self.members, label_map, labels)
 
     @property
     def labels(self) -> tuple[str, ...] | None:
         """The shared label space (sorted), when a stage or ``labels=`` says it."""
-        return tuple(sorted(self._space)) if self._space is not None else None
-
-    def _check_labels(self, given: frozenset[str] | None) -> frozenset[str] | None:
-        expected, reference = given, "the labels given"
-        problems = []
-        for name, member, fold in zip(self.member_names, self.members, self._folds, strict=True):
-            own = label_space(member)
-            if own is None:
-                continue
-            space = fold.space(own)
-            if expected is None:
-                expected, reference = space, name
-            elif space != expected:
-                problems.append(mismatch(name, space, expected, reference))
-        if problems:
-            raise ConfigurationError(
-                "the cascade's stages answer in different labels: "
-                + "; ".join(problems)
-                + ". Pass label_map={stage: {its_label: shared_label}} to fold them into one set"
-            )
-        return expected
+        return self._labels.labels
 
     def _settings(self) -> dict[str, Any]:
         return {
             "thresholds": list(self.thresholds),
-            "label_map": [fold.mapping for fold in self._folds],
-            "labels": self.labels,
+            **self._labels.settings(),
         }
 
     # -- one input --------------------------------------------------------------------------------
@@ -106,8 +84,7 @@ class Cascade(Router):
                 f"cascade: {name} failed ({describe(outcome)}), asked {self.member_names[index + 1]}"
             )
             return None
-        prediction = self._folds[index].apply(outcome)
-        self._check_answer(name, prediction)
+        prediction = self._labels.answer(index, outcome)
         if last:
             self._count(index, "answered")
             return add_notes(prediction, f"cascade: answered by {name}", before=notes)
@@ -122,14 +99,6 @@ class Cascade(Router):
             f"asked {self.member_names[index + 1]}"
         )
         return None
-
-    def _check_answer(self, name: str, prediction: Prediction) -> None:
-        if self._space is not None and prediction.label is not None and prediction.label not in self._space:
-            raise ConfigurationError(
-                f"the cascade's stage {name} answered {prediction.label!r}, which is not one of the "
-                f"cascade's labels {sorted(self._space)}: pass label_map={{{name!r}: {{...}}}}",
-                backend=name,
-            )
 
     def _steps(self) -> Steps:
         notes: list[str] = []

@@ -6,13 +6,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .._errors import AzVisionError, ConfigurationError, RateLimitError, ServiceError
 from .._models import Prediction
 from .._pacing import Clock
 from .._protocol import Classifier
 from ._base import Router, Steps, add_notes
+from ._labels import LabelMapping, SharedLabels
 from ._policy import describe, moves_on
 
 __all__ = ["Fallback", "MemberHealth"]
@@ -48,7 +49,8 @@ class Fallback(Router):
     while the next member is asked at once. When the cool-down ends, one input probes the member
     (half-open): an answer brings it back, a failure starts a new cool-down. When every member is
     cooling down the input fails at once with a `ServiceError` whose ``retry_after`` says when the first
-    one is back. ``clock`` (default `time.monotonic`) is injectable for tests.
+    one is back. ``clock`` (default `time.monotonic`) is injectable for tests. Members must answer in the
+    same labels, checked as a `Cascade` checks its stages (``label_map``, ``labels``).
 
     The error of an input every member failed is the last member's own (with its own ``retry_after``).
     `Prediction.notes` says which members failed first and why.
@@ -71,9 +73,12 @@ class Fallback(Router):
         cooldown_after: int = 3,
         cooldown: float = 30.0,
         clock: Clock | None = None,
+        label_map: LabelMapping | None = None,
+        labels: Sequence[str] | None = None,
         concurrency: int | None = None,
     ) -> None:
         super().__init__(members, concurrency=concurrency)
+        self._labels = SharedLabels("fallback", self.member_names, self.members, label_map, labels)
         if cooldown_after < 1:
             raise ConfigurationError(f"cooldown_after must be at least 1, got {cooldown_after}")
         if cooldown < 0:
@@ -86,9 +91,11 @@ class Fallback(Router):
 
     @property
     def labels(self) -> tuple[str, ...] | None:
-        """The first member's label space, when it says (`Cascade` checks it)."""
-        labels = getattr(self.members[0], "labels", None)
-        return tuple(labels) if isinstance(labels, tuple | list) else None
+        """The members' shared label space, when one says (a `Cascade` checks it)."""
+        return self._labels.labels
+
+    def _settings(self) -> dict[str, Any]:
+        return self._labels.settings()
 
     def health(self) -> list[MemberHealth]:
         """A copy of every member's state, in member order."""
@@ -155,6 +162,11 @@ class Fallback(Router):
         """The answer, ``None`` to ask the next member; raises the error that ends the input."""
         name = self.member_names[index]
         if isinstance(outcome, Prediction):
+            try:
+                outcome = self._labels.answer(index, outcome)
+            except ConfigurationError:
+                self._released(index, probe)
+                raise
             self._succeeded(index)
             self._count(index, "answered")
             after = []
