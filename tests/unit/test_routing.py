@@ -290,3 +290,20 @@ def test_fallback_members_must_answer_in_the_same_labels_or_a_label_map_folds_th
     with folded:
         answer = folded.classify(IMAGE)
     assert (answer.label, answer.backend) == ("cat", "azure_openai")
+
+
+def test_routers_are_classifiers_and_a_bad_image_fails_before_any_call(tmp_path: Path) -> None:
+    from azvision import Classifier, InvalidImageError
+
+    backends = [Scripted([("cat", 0.9)]) for _ in range(3)]
+    routers = [
+        CachedClassifier(backends[0], tmp_path / "c.sqlite"),
+        Cascade([backends[1], Scripted([("cat", 1.0)])]),
+        Fallback([backends[2], Scripted([("cat", 1.0)])]),
+    ]
+    for router in routers:
+        assert isinstance(router, Classifier)
+        with router:
+            outcomes = list(router.classify_many([str(tmp_path / "missing.jpg"), b"not an image"]))
+        assert len(outcomes) == 2 and all(isinstance(o, InvalidImageError) for o in outcomes)
+    assert [b.requests for b in backends] == [0, 0, 0]
