@@ -41,8 +41,15 @@ class Scripted(BaseBackend):
     name: ClassVar[str] = "scripted"
     image_limits: ClassVar[ImageLimits] = ImageLimits(service="scripted", accepts_url=False)
 
-    def __init__(self, outcomes: Iterable[Outcome], *, name: str = "scripted", labels: tuple[str, ...] = ()):
-        super().__init__(retry=RetryPolicy(max_attempts=1))
+    def __init__(
+        self,
+        outcomes: Iterable[Outcome],
+        *,
+        name: str = "scripted",
+        labels: tuple[str, ...] = (),
+        retry: RetryPolicy | None = None,
+    ):
+        super().__init__(retry=retry or RetryPolicy(max_attempts=1))
         self.name = name  # type: ignore[misc]
         self.labels = labels or ("cat", "dog")
         self._outcomes = deque(outcomes)
@@ -307,3 +314,24 @@ def test_routers_are_classifiers_and_a_bad_image_fails_before_any_call(tmp_path:
             outcomes = list(router.classify_many([str(tmp_path / "missing.jpg"), b"not an image"]))
         assert len(outcomes) == 2 and all(isinstance(o, InvalidImageError) for o in outcomes)
     assert [b.requests for b in backends] == [0, 0, 0]
+
+
+def test_a_member_with_another_behind_it_makes_one_attempt_unless_retries_says_more() -> None:
+    patient = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.002)
+
+    def members() -> tuple[Scripted, Scripted]:
+        blip = ServiceError("blip", status_code=500)
+        return Scripted([blip, ("cat", 0.9)], name="a", retry=patient), Scripted([("dog", 0.9)], name="b")
+
+    a, b = members()
+    with Fallback([a, b]) as fallback:
+        assert fallback.classify(IMAGE).backend == "b"  # moved on at once
+    assert a.requests == 1
+    a, b = members()
+    with Fallback([a, b], retries=None) as fallback:
+        assert fallback.classify(IMAGE).backend == "a"  # its own policy: the retry answered
+    assert (a.requests, b.requests) == (2, 0)
+    last = Scripted([ServiceError("blip", status_code=500), ("cat", 0.9)], name="last", retry=patient)
+    with Fallback([Scripted([ServiceError("down", status_code=500)], name="a"), last]) as fallback:
+        assert fallback.classify(IMAGE).backend == "last"  # the last member keeps its own retries
+    assert last.requests == 2

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -149,7 +150,8 @@ class Router(Closing):
                     outcome, first = first, None
                 else:
                     try:
-                        outcome = self.members[index].classify(item.image)
+                        with self._calling(index):
+                            outcome = self.members[index].classify(item.image)
                     except AzVisionError as exc:
                         outcome = exc
                 index = steps.send(outcome)
@@ -170,7 +172,8 @@ class Router(Closing):
                     outcome, first = first, None
                 else:
                     try:
-                        outcome = await self.members[index].aclassify(item.image)
+                        with self._calling(index):
+                            outcome = await self.members[index].aclassify(item.image)
                     except AzVisionError as exc:
                         outcome = exc
                 index = steps.send(outcome)
@@ -179,6 +182,10 @@ class Router(Closing):
             return answer
         finally:
             steps.close()
+
+    def _calling(self, index: int) -> contextlib.AbstractContextManager[object]:
+        """The context member ``index`` is asked in (a fallback caps the retries of all but its last)."""
+        return contextlib.nullcontext()
 
     @property
     def name(self) -> str:
