@@ -30,6 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypedDict, TypeVar
 
@@ -53,11 +54,16 @@ __all__ = [
     "Throttle",
     "VirtualClock",
     "acall",
+    "attempt_cap",
     "call",
     "poll",
 ]
 
 T = TypeVar("T")
+
+#: While set, an input makes at most this many attempts, whatever its policy: a `Fallback` sets it around
+#: a member that has another member behind it, so that the input moves on instead of sitting out retries.
+attempt_cap: ContextVar[int | None] = ContextVar("azvision_attempt_cap", default=None)
 
 
 @dataclass(frozen=True)
@@ -228,7 +234,9 @@ class RetryState:
             self.breaker.record(error)
         if self.breaker is not None and self.breaker.tripped is not None:
             raise error
-        if not error.retryable or self.attempts >= self.policy.max_attempts:
+        cap = attempt_cap.get()
+        limit = self.policy.max_attempts if cap is None else min(cap, self.policy.max_attempts)
+        if not error.retryable or self.attempts >= limit:
             raise error
         if error.retry_after is not None:
             delay = error.retry_after * (1.0 + self.rng.uniform(0.0, self.policy.retry_after_jitter))

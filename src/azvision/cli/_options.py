@@ -78,7 +78,10 @@ FLAGS: dict[str, Any] = {
     "request_format": _flag("--request-format", "Azure ML request format: raw | automl | json."),
     "model_path": _flag("--model-path", "ONNX export: model.onnx, its folder or the export zip.", Path),
     "labels_path": _flag("--labels-path", "ONNX export: labels.txt (when not next to the model).", Path),
-    "labels": _flag("--labels", "Labels, comma-separated (azure_openai; azure_ml bare probabilities)."),
+    "labels": _flag(
+        "--labels",
+        "Labels, comma-separated (azure_openai; azure_ml bare probabilities; custom_vision: its tags).",
+    ),
     "examples": _flag(
         "--examples", "Azure OpenAI few-shot examples: a folder, one sub-folder per label.", Path
     ),

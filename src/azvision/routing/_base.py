@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -33,12 +34,13 @@ from .._protocol import Classifier
 from ._identity import identity
 from ._stats import RoutingStats, StageStats, Usage, leaf_cost
 
-__all__ = ["Prepared", "Router", "Steps", "add_notes", "member_name", "prepare"]
+__all__ = ["Outcome", "Prepared", "Router", "Steps", "add_notes", "member_name", "prepare"]
 
 _DEFAULT_CONCURRENCY = 8
 
+Outcome = Prediction | AzVisionError
 #: A router's plan for one input: yields member indices, is sent their outcomes, returns the answer.
-Steps = Generator[int, "Prediction | AzVisionError", Prediction]
+Steps = Generator[int, Outcome, Prediction]
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class _Counts:
         self.answered = [0] * size
         self.errors = [0] * size
         self.skipped = [0] * size
+        #: Requests that got an answer (final or passed on): what a service bills.
+        self.billed = [0] * size
         self.inputs = 0
 
 
@@ -132,16 +136,24 @@ class Router(Closing):
         """Which member to ask next for one input, given the outcomes so far (see the module)."""
         raise NotImplementedError
 
-    def _route(self, item: Prepared) -> Prediction:
-        """Answer one prepared input through the members, or raise its `AzVisionError`."""
+    def _route(self, item: Prepared, first: Outcome | None = None) -> Prediction:
+        """Answer one prepared input through the members, or raise its `AzVisionError`.
+
+        ``first`` is member 0's outcome when a batch has already asked it (a cascade's first stage).
+        """
         steps = self._steps()
         try:
             index = next(steps)
             while True:
-                try:
-                    outcome: Prediction | AzVisionError = self.members[index].classify(item.image)
-                except AzVisionError as exc:
-                    outcome = exc
+                outcome: Outcome
+                if index == 0 and first is not None:
+                    outcome, first = first, None
+                else:
+                    try:
+                        with self._calling(index):
+                            outcome = self.members[index].classify(item.image)
+                    except AzVisionError as exc:
+                        outcome = exc
                 index = steps.send(outcome)
         except StopIteration as done:
             answer: Prediction = done.value
@@ -149,22 +161,31 @@ class Router(Closing):
         finally:
             steps.close()  # interrupted (Ctrl-C, a batch that stopped): the steps release what they hold
 
-    async def _aroute(self, item: Prepared) -> Prediction:
+    async def _aroute(self, item: Prepared, first: Outcome | None = None) -> Prediction:
         """Async `_route`."""
         steps = self._steps()
         try:
             index = next(steps)
             while True:
-                try:
-                    outcome: Prediction | AzVisionError = await self.members[index].aclassify(item.image)
-                except AzVisionError as exc:
-                    outcome = exc
+                outcome: Outcome
+                if index == 0 and first is not None:
+                    outcome, first = first, None
+                else:
+                    try:
+                        with self._calling(index):
+                            outcome = await self.members[index].aclassify(item.image)
+                    except AzVisionError as exc:
+                        outcome = exc
                 index = steps.send(outcome)
         except StopIteration as done:
             answer: Prediction = done.value
             return answer
         finally:
             steps.close()
+
+    def _calling(self, index: int) -> contextlib.AbstractContextManager[object]:
+        """The context member ``index`` is asked in (a fallback caps the retries of all but its last)."""
+        return contextlib.nullcontext()
 
     @property
     def name(self) -> str:
@@ -178,6 +199,8 @@ class Router(Closing):
         with counts.lock:
             if outcome != "skipped":
                 counts.calls[index] += 1
+            if outcome in ("answered", "passed"):
+                counts.billed[index] += 1
             if outcome == "answered":
                 counts.answered[index] += 1
             elif outcome == "error":
@@ -189,13 +212,12 @@ class Router(Closing):
         """Backend calls, cache hits and cost of every backend below this router, summed through nesting."""
         total = Usage()
         with self._counts.lock:
-            calls = list(self._counts.calls)
-        for member, name, count in zip(self.members, self.member_names, calls, strict=True):
-            nested = getattr(member, "usage", None)
-            if isinstance(member, Router) and callable(nested):
-                total += member.usage()
+            counts = list(zip(self._counts.calls, self._counts.billed, strict=True))
+        for member, name, (calls, billed) in zip(self.members, self.member_names, counts, strict=True):
+            if isinstance(member, Router):
+                total += member.usage()  # a router counts its own backends' calls
             else:
-                total += Usage.of_leaf(name, count, leaf_cost(member))
+                total += Usage.of_leaf(name, calls, leaf_cost(member), billed)
         return total + self._own_usage()
 
     def _own_usage(self) -> Usage:
@@ -229,7 +251,7 @@ class Router(Closing):
                     answered=c.answered[i],
                     errors=c.errors[i],
                     skipped=c.skipped[i],
-                    cost_usd=_member_cost(member, name, c.calls[i]),
+                    cost_usd=_member_cost(member, c.billed[i]),
                 )
                 for i, (member, name) in enumerate(zip(self.members, self.member_names, strict=True))
             )
@@ -247,19 +269,19 @@ class Router(Closing):
         self._check_open()
         return await self._aone(prepare(image))
 
-    def _one(self, item: Prepared) -> Prediction:
+    def _one(self, item: Prepared, first: Outcome | None = None) -> Prediction:
         with self._counts.lock:
             self._counts.inputs += 1
         if item.error is not None:
             raise item.error
-        return _with_source(self._route(item), item)
+        return _with_source(self._route(item, first), item)
 
-    async def _aone(self, item: Prepared) -> Prediction:
+    async def _aone(self, item: Prepared, first: Outcome | None = None) -> Prediction:
         with self._counts.lock:
             self._counts.inputs += 1
         if item.error is not None:
             raise item.error
-        return _with_source(await self._aroute(item), item)
+        return _with_source(await self._aroute(item, first), item)
 
     # -- batches --------------------------------------------------------------------------------
     def _workers(self, concurrency: int | None) -> int:
@@ -345,11 +367,11 @@ class Router(Closing):
         return f"{type(self).__name__}({', '.join(repr(m) for m in self.members)})"
 
 
-def _member_cost(member: Classifier, name: str, calls: int) -> float | None:
+def _member_cost(member: Classifier, billed: int) -> float | None:
     if isinstance(member, Router):
         return member.usage().cost_usd
     per_image = leaf_cost(member)
-    return None if per_image is None else per_image * calls
+    return None if per_image is None else per_image * billed
 
 
 def _with_source(prediction: Prediction, item: Prepared) -> Prediction:

@@ -10,18 +10,21 @@ so is every credential.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .._download import is_url
+from .._errors import ConfigurationError
 from .._images import DEFAULT_MAX_INPUT_BYTES, _read_source
 from .._models import Prediction
 from .._protocol import Classifier
-from ._base import Prepared, Router, add_notes
+from ._base import Outcome, Prepared, Router, add_notes
 from ._identity import identity
 from ._stats import Usage
 from ._store import CacheStore
@@ -40,9 +43,8 @@ def image_digest(item: Prepared) -> str:
     """
     if isinstance(item.image, str) and is_url(item.image):
         return "url:" + item.image
-    data = (
-        item.image if isinstance(item.image, bytes) else _read_source(item.image, DEFAULT_MAX_INPUT_BYTES)[0]
-    )
+    image = item.image
+    data = image if isinstance(image, bytes) else _read_source(image, DEFAULT_MAX_INPUT_BYTES)[0]
     return hashlib.sha256(data).hexdigest()
 
 
@@ -78,8 +80,6 @@ class CachedClassifier(Router):
         concurrency: int | None = None,
     ) -> None:
         super().__init__([classifier], concurrency=concurrency)
-        from .._errors import ConfigurationError
-
         if max_entries is not None and max_entries < 1:
             raise ConfigurationError(f"max_entries must be at least 1, got {max_entries}")
         if max_age is not None and max_age <= 0:
@@ -89,6 +89,9 @@ class CachedClassifier(Router):
         self._identity = json.dumps(identity(classifier), sort_keys=True, default=str)
         self.hits = 0
         self.misses = 0
+        #: Keys being asked of the classifier now: a second thread with the same image waits for it.
+        self._in_flight: dict[str, threading.Event] = {}
+        self._flight_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -111,6 +114,7 @@ class CachedClassifier(Router):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def _lookup(self, item: Prepared) -> tuple[str, Prediction | None]:
+        """The key, and the stored answer (or ``None``); counts a hit."""
         started = time.perf_counter()
         key = self.key(item)
         stored = self.store.get(key)
@@ -120,14 +124,28 @@ class CachedClassifier(Router):
                 prediction = Prediction.model_validate(json.loads(stored))
             except ValueError:  # an entry written by another version, or damaged: a miss
                 prediction = None
+        if prediction is None:
+            return key, None
         with self._counts.lock:
-            if prediction is None:
-                self.misses += 1
-                return key, None
             self.hits += 1
         update = {"source": item.source, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
         hit = add_notes(prediction.model_copy(update=update), "cache: hit")
         return key, hit.with_image(item.image if isinstance(item.image, str) else None)
+
+    def _claim(self, key: str) -> threading.Event | None:
+        """``None``: this caller asks the backend (then `_release`s); else wait for the one asking."""
+        with self._flight_lock:
+            asking = self._in_flight.get(key)
+            if asking is None:
+                self._in_flight[key] = threading.Event()
+                self.misses += 1
+            return asking
+
+    def _release(self, key: str) -> None:
+        with self._flight_lock:
+            done = self._in_flight.pop(key, None)
+        if done is not None:
+            done.set()
 
     def _keep(self, key: str, prediction: Prediction) -> Prediction:
         self._count(0, "answered")
@@ -135,29 +153,44 @@ class CachedClassifier(Router):
         self.store.put(key, json.dumps(body))
         return prediction
 
-    def _route(self, item: Prepared) -> Prediction:
-        key, hit = self._lookup(item)
-        if hit is not None:
-            return hit
+    def _route(self, item: Prepared, first: Outcome | None = None) -> Prediction:
+        while True:
+            key, hit = self._lookup(item)
+            if hit is not None:
+                return hit
+            asking = self._claim(key)
+            if asking is None:
+                break
+            asking.wait()  # the same image is being asked for: its answer is a hit (or, failed, ask)
         try:
             answer = self.classifier.classify(item.image)
         except Exception:
             self._count(0, "error")
             raise
-        return self._keep(key, answer)
+        else:
+            return self._keep(key, answer)
+        finally:
+            self._release(key)
 
-    async def _aroute(self, item: Prepared) -> Prediction:
-        import asyncio
-
-        key, hit = await asyncio.get_running_loop().run_in_executor(self._pool(), self._lookup, item)
-        if hit is not None:
-            return hit
+    async def _aroute(self, item: Prepared, first: Outcome | None = None) -> Prediction:
+        loop = asyncio.get_running_loop()
+        while True:
+            key, hit = await loop.run_in_executor(self._pool(), self._lookup, item)
+            if hit is not None:
+                return hit
+            asking = self._claim(key)
+            if asking is None:
+                break
+            await loop.run_in_executor(self._pool(), asking.wait)
         try:
             answer = await self.classifier.aclassify(item.image)
         except Exception:
             self._count(0, "error")
             raise
-        return self._keep(key, answer)
+        else:
+            return await loop.run_in_executor(self._pool(), self._keep, key, answer)
+        finally:
+            self._release(key)
 
     def _own_usage(self) -> Usage:
         return Usage(cache_hits=self.hits, cache_misses=self.misses)

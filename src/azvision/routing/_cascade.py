@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
+from .._batch import aiter_any, ordered_map, thread_map
 from .._errors import AzVisionError, ConfigurationError
+from .._images import ImageLike
 from .._models import Prediction
 from .._protocol import Classifier
-from ._base import Router, Steps, add_notes
-from ._labels import folds_for, label_space, mismatch
+from ._base import Outcome, Prepared, Router, Steps, add_notes, prepare
+from ._labels import LabelMapping, SharedLabels
 from ._policy import describe, moves_on
 
 __all__ = ["Cascade"]
@@ -50,45 +53,23 @@ class Cascade(Router):
         stages: Sequence[Classifier],
         threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
         *,
-        label_map: Mapping[int | str, Mapping[str, str | None]] | None = None,
+        label_map: LabelMapping | None = None,
         labels: Sequence[str] | None = None,
         concurrency: int | None = None,
     ) -> None:
         super().__init__(stages, concurrency=concurrency)
         self.thresholds: tuple[float, ...] = _thresholds(threshold, len(self.members))
-        self._folds = folds_for(self.member_names, label_map)
-        self._space = self._check_labels(frozenset(labels) if labels is not None else None)
+        self._labels = SharedLabels("cascade", self.member_names, self.members, label_map, labels)
 
     @property
     def labels(self) -> tuple[str, ...] | None:
         """The shared label space (sorted), when a stage or ``labels=`` says it."""
-        return tuple(sorted(self._space)) if self._space is not None else None
-
-    def _check_labels(self, given: frozenset[str] | None) -> frozenset[str] | None:
-        expected, reference = given, "the labels given"
-        problems = []
-        for name, member, fold in zip(self.member_names, self.members, self._folds, strict=True):
-            own = label_space(member)
-            if own is None:
-                continue
-            space = fold.space(own)
-            if expected is None:
-                expected, reference = space, name
-            elif space != expected:
-                problems.append(mismatch(name, space, expected, reference))
-        if problems:
-            raise ConfigurationError(
-                "the cascade's stages answer in different labels: "
-                + "; ".join(problems)
-                + ". Pass label_map={stage: {its_label: shared_label}} to fold them into one set"
-            )
-        return expected
+        return self._labels.labels
 
     def _settings(self) -> dict[str, Any]:
         return {
             "thresholds": list(self.thresholds),
-            "label_map": [fold.mapping for fold in self._folds],
-            "labels": self.labels,
+            **self._labels.settings(),
         }
 
     # -- one input --------------------------------------------------------------------------------
@@ -103,8 +84,7 @@ class Cascade(Router):
                 f"cascade: {name} failed ({describe(outcome)}), asked {self.member_names[index + 1]}"
             )
             return None
-        prediction = self._folds[index].apply(outcome)
-        self._check_answer(name, prediction)
+        prediction = self._labels.answer(index, outcome)
         if last:
             self._count(index, "answered")
             return add_notes(prediction, f"cascade: answered by {name}", before=notes)
@@ -120,14 +100,6 @@ class Cascade(Router):
         )
         return None
 
-    def _check_answer(self, name: str, prediction: Prediction) -> None:
-        if self._space is not None and prediction.label is not None and prediction.label not in self._space:
-            raise ConfigurationError(
-                f"the cascade's stage {name} answered {prediction.label!r}, which is not one of the "
-                f"cascade's labels {sorted(self._space)}: pass label_map={{{name!r}: {{...}}}}",
-                backend=name,
-            )
-
     def _steps(self) -> Steps:
         notes: list[str] = []
         for index in range(len(self.members)):
@@ -136,9 +108,87 @@ class Cascade(Router):
                 return answer
         raise AssertionError("the last stage always answers")  # pragma: no cover
 
+    # -- batches: the first stage answers the whole stream in its own batches ------------------------
+    def classify_many(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        concurrency: int | None = None,
+        max_rps: float | None = None,
+    ) -> Iterator[Prediction | AzVisionError]:
+        """One outcome per input, in input order. The first stage gets the whole stream through its own
+        ``classify_many`` (an ONNX export runs it in batches of 16), the later stages only the images
+        below its threshold, ``concurrency`` at a time (default 8); ``max_rps`` paces the first stage.
+
+        Example:
+            >>> # for outcome in cascade.classify_many(paths, concurrency=8): ...
+        """
+        self._check_open()
+        first = self.members[0]
+        queue: deque[Prepared] = deque()
+
+        def feed() -> Iterator[ImageLike]:
+            for image in images:
+                item = prepare(image)
+                queue.append(item)
+                if item.error is None:
+                    yield item.image
+
+        def pairs() -> Iterator[tuple[Prepared, Outcome | None]]:
+            answers = first.classify_many(feed(), concurrency=concurrency, max_rps=max_rps)
+            for outcome in answers:
+                yield from _unread(queue)
+                yield queue.popleft(), outcome
+            yield from _unread(queue)
+
+        def rest(pair: tuple[Prepared, Outcome | None]) -> Prediction:
+            return self._one(*pair)
+
+        return thread_map(pairs(), rest, concurrency=self._workers(concurrency), pool=self._pool())
+
+    async def aclassify_many(
+        self,
+        images: Iterable[ImageLike] | AsyncIterable[ImageLike],
+        *,
+        concurrency: int | None = None,
+        max_rps: float | None = None,
+    ) -> AsyncIterator[Prediction | AzVisionError]:
+        """Async `classify_many`; ``images`` may be a sync or an async iterable."""
+        self._check_open()
+        first = self.members[0]
+        queue: deque[Prepared] = deque()
+
+        async def feed() -> AsyncIterator[ImageLike]:
+            async for image in aiter_any(images):
+                item = prepare(image)
+                queue.append(item)
+                if item.error is None:
+                    yield item.image
+
+        async def pairs() -> AsyncIterator[tuple[Prepared, Outcome | None]]:
+            async for outcome in first.aclassify_many(feed(), concurrency=concurrency, max_rps=max_rps):
+                for pair in _unread(queue):
+                    yield pair
+                yield queue.popleft(), outcome
+            for pair in _unread(queue):
+                yield pair
+
+        async def rest(pair: tuple[Prepared, Outcome | None]) -> Prediction:
+            return await self._aone(*pair)
+
+        async for outcome in ordered_map(pairs(), rest, concurrency=self._workers(concurrency)):
+            yield outcome
+
     def __repr__(self) -> str:
         stages = ", ".join(repr(m) for m in self.members)
         return f"Cascade([{stages}], threshold={list(self.thresholds)})"
+
+
+def _unread(queue: deque[Prepared]) -> Iterator[tuple[Prepared, Outcome | None]]:
+    """The inputs at the head of ``queue`` that never reached the first stage (a file object that could
+    not be read): they go on in their place, with their error."""
+    while queue and queue[0].error is not None:
+        yield queue.popleft(), None
 
 
 def _thresholds(threshold: float | Sequence[float], stages: int) -> tuple[float, ...]:

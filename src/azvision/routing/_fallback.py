@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from .._errors import AzVisionError, ConfigurationError, RateLimitError, ServiceError
+from .._errors import AzVisionError, ConfigurationError, ServiceError
 from .._models import Prediction
 from .._pacing import Clock
 from .._protocol import Classifier
+from .._retry import attempt_cap
 from ._base import Router, Steps, add_notes
+from ._labels import LabelMapping, SharedLabels
 from ._policy import describe, moves_on
 
 __all__ = ["Fallback", "MemberHealth"]
@@ -37,29 +40,31 @@ class MemberHealth:
 class Fallback(Router):
     """Ask the first member; on a service, connection, timeout or rate-limit error, the next one.
 
-    Each member first makes its own retries (its `RetryPolicy`, honouring its service's ``Retry-After``);
-    only what is left after them moves on. A bad image (`InvalidImageError`), a refused key
-    (`AuthenticationError`), an unknown project or deployment (`NotFoundError`) or a wrong setting
-    (`ConfigurationError`) never moves on: it is raised at once, as the next member would fail the same
-    way or hide a mistake that stays.
+    A member with another member behind it makes ``1 + retries`` attempts (default one: the next member
+    answers now rather than after this one's back-off or ``Retry-After`` waits); ``retries=None`` leaves
+    each member its own `RetryPolicy`. The last member always keeps its own. A bad image
+    (`InvalidImageError`), a refused key (`AuthenticationError`), an unknown project or deployment
+    (`NotFoundError`) or a wrong setting (`ConfigurationError`) never moves on: it is raised at once, as
+    the next member would fail the same way or hide a mistake that stays.
 
     After ``cooldown_after`` consecutive failures a member cools down for ``cooldown`` seconds (skipped,
-    so a dead primary costs nothing); a 429's ``Retry-After`` cools that member alone for at least as long,
-    while the next member is asked at once. When the cool-down ends, one input probes the member
+    so a dead primary costs nothing); a ``Retry-After`` (429, 503) cools that member alone for at least as
+    long, while the next member is asked at once. When the cool-down ends, one input probes the member
     (half-open): an answer brings it back, a failure starts a new cool-down. When every member is
     cooling down the input fails at once with a `ServiceError` whose ``retry_after`` says when the first
-    one is back. ``clock`` (default `time.monotonic`) is injectable for tests.
+    one is back. ``clock`` (default `time.monotonic`) is injectable for tests. Members must answer in the
+    same labels, checked as a `Cascade` checks its stages (``label_map``, ``labels``).
 
     The error of an input every member failed is the last member's own (with its own ``retry_after``).
     `Prediction.notes` says which members failed first and why.
 
     Example:
-        >>> from azvision import Fallback, CustomVisionBackend, RetryPolicy
-        >>> primary = CustomVisionBackend(retry=RetryPolicy(max_attempts=2))  # doctest: +SKIP
+        >>> from azvision import Fallback, CustomVisionBackend
+        >>> primary = CustomVisionBackend()  # doctest: +SKIP
         >>> secondary = CustomVisionBackend(endpoint="https://westeurope...", key=...)  # doctest: +SKIP
         >>> clf = Fallback([primary, secondary], cooldown_after=3, cooldown=30)  # doctest: +SKIP
         >>> clf.classify("cat.jpg").notes  # doctest: +SKIP
-        ('fallback: custom_vision failed (ServiceError, HTTP 503), answered by custom_vision@2',)
+        ('fallback: custom_vision failed (ServiceError, HTTP 503)', 'fallback: answered by custom_vision@2')
     """
 
     kind = "fallback"
@@ -71,9 +76,18 @@ class Fallback(Router):
         cooldown_after: int = 3,
         cooldown: float = 30.0,
         clock: Clock | None = None,
+        retries: int | None = 0,
+        label_map: LabelMapping | None = None,
+        labels: Sequence[str] | None = None,
         concurrency: int | None = None,
     ) -> None:
         super().__init__(members, concurrency=concurrency)
+        if retries is not None and retries < 0:
+            raise ConfigurationError(f"retries must be 0 or more (or None), got {retries}")
+        #: Retries a member with another member behind it makes before the input moves on (``None``: its
+        #: own policy's). The last member always keeps its own policy.
+        self.retries = retries
+        self._labels = SharedLabels("fallback", self.member_names, self.members, label_map, labels)
         if cooldown_after < 1:
             raise ConfigurationError(f"cooldown_after must be at least 1, got {cooldown_after}")
         if cooldown < 0:
@@ -86,14 +100,28 @@ class Fallback(Router):
 
     @property
     def labels(self) -> tuple[str, ...] | None:
-        """The first member's label space, when it says (`Cascade` checks it)."""
-        labels = getattr(self.members[0], "labels", None)
-        return tuple(labels) if isinstance(labels, tuple | list) else None
+        """The members' shared label space, when one says (a `Cascade` checks it)."""
+        return self._labels.labels
+
+    def _settings(self) -> dict[str, Any]:
+        return self._labels.settings()
 
     def health(self) -> list[MemberHealth]:
         """A copy of every member's state, in member order."""
         with self._lock:
             return [MemberHealth(**vars(h)) for h in self._health]
+
+    @contextlib.contextmanager
+    def _calling(self, index: int) -> Iterator[object]:
+        if self.retries is None or index == len(self.members) - 1:
+            yield None
+            return
+        outer = attempt_cap.get()  # a fallback around this one may cap lower
+        token = attempt_cap.set(min(1 + self.retries, outer if outer is not None else 1 + self.retries))
+        try:
+            yield None
+        finally:
+            attempt_cap.reset(token)
 
     # -- the circuit --------------------------------------------------------------------------------
     def _verdict(self, index: int) -> Verdict:
@@ -119,8 +147,8 @@ class Fallback(Router):
             until = health.cooling_until if health.cooling_until is not None and not probe else None
             if probe or health.failures >= self.cooldown_after:
                 until = max(until or now, now + self.cooldown)
-            if isinstance(error, RateLimitError) and error.retry_after is not None:
-                until = max(until or now, now + error.retry_after)  # the service said when: no sooner
+            if error.retry_after is not None:  # a 429 or 503 said when: not before that
+                until = max(until or now, now + error.retry_after)
             health.cooling_until = until
             health.probing = False
 
@@ -155,6 +183,11 @@ class Fallback(Router):
         """The answer, ``None`` to ask the next member; raises the error that ends the input."""
         name = self.member_names[index]
         if isinstance(outcome, Prediction):
+            try:
+                outcome = self._labels.answer(index, outcome)
+            except ConfigurationError:
+                self._released(index, probe)
+                raise
             self._succeeded(index)
             self._count(index, "answered")
             after = []

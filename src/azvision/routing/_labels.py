@@ -14,11 +14,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .._errors import ConfigurationError
 from .._models import Label, Prediction
 
-__all__ = ["LabelFold", "folds_for", "label_space", "mismatch"]
+__all__ = ["LabelFold", "SharedLabels", "folds_for", "label_space", "mismatch"]
 
 
 def label_space(member: object) -> frozenset[str] | None:
@@ -98,3 +99,67 @@ def mismatch(name: str, space: frozenset[str], expected: frozenset[str], referen
     if missing:
         parts.append(f"never answers {missing}")
     return f"{name} {' and '.join(parts)}"
+
+
+LabelMapping = Mapping[int | str, Mapping[str, str | None]]
+
+
+class SharedLabels:
+    """The one label space of a router's members, checked at construction and on every answer.
+
+    ``label_map`` folds a member's labels into the others' (keyed by member index or name); ``labels``
+    states the space. Members that say their labels (`label_space`) must agree after folding, else
+    `ConfigurationError`; an answer outside the space is one too.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        names: Sequence[str],
+        members: Sequence[object],
+        label_map: LabelMapping | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> None:
+        self.kind, self.names = kind, tuple(names)
+        self.folds = folds_for(self.names, label_map)
+        given = frozenset(labels) if labels is not None else None
+        expected, reference = given, "the labels given"
+        problems = []
+        for name, member, fold in zip(self.names, members, self.folds, strict=True):
+            own = label_space(member)
+            if own is None:
+                continue
+            space = fold.space(own)
+            if expected is None:
+                expected, reference = space, name
+            elif space != expected:
+                problems.append(mismatch(name, space, expected, reference))
+        if problems:
+            raise ConfigurationError(
+                f"the {kind}'s members answer in different labels: "
+                + "; ".join(problems)
+                + ". Pass label_map={member: {its_label: shared_label}} to fold them into one set"
+            )
+        #: The shared labels, when a member or ``labels=`` says them.
+        self.space: frozenset[str] | None = expected
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The shared label space, sorted (``None``: no member says)."""
+        return tuple(sorted(self.space)) if self.space is not None else None
+
+    def answer(self, index: int, prediction: Prediction) -> Prediction:
+        """Member ``index``'s answer in the shared labels; `ConfigurationError` for a label outside them."""
+        folded = self.folds[index].apply(prediction)
+        if self.space is not None and folded.label is not None and folded.label not in self.space:
+            name = self.names[index]
+            raise ConfigurationError(
+                f"the {self.kind}'s member {name} answered {folded.label!r}, which is not one of its "
+                f"labels {sorted(self.space)}: pass label_map={{{name!r}: {{...}}}}",
+                backend=name,
+            )
+        return folded
+
+    def settings(self) -> dict[str, Any]:
+        """What changes answers, for a cache key."""
+        return {"label_map": [fold.mapping for fold in self.folds], "labels": self.labels}

@@ -52,11 +52,14 @@ class Usage:
     cache_misses: int = 0
 
     @classmethod
-    def of_leaf(cls, name: str, calls: int, cost_per_call: float | None) -> Usage:
-        """One backend's usage: ``calls`` at ``cost_per_call`` (``None``: no known price)."""
+    def of_leaf(cls, name: str, calls: int, cost_per_call: float | None, billed: int | None = None) -> Usage:
+        """One backend's usage: ``calls`` requests, of which ``billed`` (default all) answered and are
+        billed at ``cost_per_call`` (``None``: no known price). Failed requests (5xx, 429) are not billed.
+        """
+        billed = calls if billed is None else billed
         if cost_per_call is None:
-            return cls({name: calls}, 0.0, (name,) if calls else ())
-        return cls({name: calls}, cost_per_call * calls)
+            return cls({name: calls}, 0.0, (name,) if billed else ())
+        return cls({name: calls}, cost_per_call * billed)
 
     def __add__(self, other: Usage) -> Usage:
         calls = dict(self.calls)
@@ -89,7 +92,8 @@ class Usage:
 
 @dataclass(frozen=True)
 class StageStats:
-    """One member of a router: requests it got, answers of its that were final, errors, skips (cool-down)."""
+    """One member of a router: requests it got, answers of its that were final, errors, skips (cool-down),
+    and the list-price cost of its answers (failed requests are not billed)."""
 
     name: str
     calls: int

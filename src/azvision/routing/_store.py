@@ -65,6 +65,7 @@ class CacheStore:
         self._lock = threading.Lock()
         self._generation = 0
         self._connections: list[sqlite3.Connection] = []
+        self._checked = -1  # the generation whose file was checked (schema, WAL)
         #: How many times a damaged file was moved aside and started afresh.
         self.rebuilds = 0
         self._run(lambda db: None)  # create (or check) the file now, not on the first image
@@ -77,14 +78,11 @@ class CacheStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
-                raise sqlite3.DatabaseError(f"cache schema version {version}, expected {_SCHEMA_VERSION}")
-            db.executescript(_SCHEMA)
-            if version == 0:
-                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            with self._lock:
+                if self._checked != self._generation:  # once per file: WAL mode is kept in the file
+                    self._check(db)
+                    self._checked = self._generation
         except sqlite3.Error:
             db.close()
             raise
@@ -92,6 +90,17 @@ class CacheStore:
             self._connections.append(db)
         self._local.conn = (os.getpid(), self._generation, db)
         return db
+
+    @staticmethod
+    def _check(db: sqlite3.Connection) -> None:
+        """WAL mode, the schema, its version: a file of another kind raises `sqlite3.DatabaseError`."""
+        db.execute("PRAGMA journal_mode=WAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, _SCHEMA_VERSION):
+            raise sqlite3.DatabaseError(f"cache schema version {version}, expected {_SCHEMA_VERSION}")
+        db.executescript(_SCHEMA)
+        if version == 0:
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     def _run(self, operation: Callable[[sqlite3.Connection], T], default: T | None = None) -> T | None:
         """``operation`` on this thread's connection; a damaged file is rebuilt once, a busy one skipped."""

@@ -123,3 +123,20 @@ def test_thresholds_are_checked_per_stage() -> None:
         _thresholds([0.5, 0.9, 0.9], 3)
     with pytest.raises(ConfigurationError, match=r"in \[0, 1\]"):
         _thresholds(1.5, 2)
+
+
+def test_the_trainers_classifier_names_its_labels_so_a_cascade_can_check_them(
+    trained: Trained, service: Emulator
+) -> None:
+    from azvision import CustomVisionTrainer
+
+    with CustomVisionTrainer(
+        service.endpoint,
+        service.training_key,
+        prediction_endpoint=service.endpoint,
+        prediction_key=service.prediction_key,
+    ) as trainer:
+        cloud = trainer.classifier(project_id=trained.project_id, publish_name="prod")
+    assert cloud.labels == CLASSES  # type: ignore[attr-defined]
+    with Cascade([onnx(trained), cloud]) as cascade:
+        assert cascade.labels == CLASSES

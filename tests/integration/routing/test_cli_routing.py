@@ -88,3 +88,39 @@ def test_routing_flags_are_checked_before_anything_runs(trained: Trained, tmp_pa
     assert both.returncode == 2 and "not both" in both.stderr
     one = azvision("classify", image, "--cascade", "onnx")
     assert one.returncode == 2 and "two or more" in one.stderr
+
+
+def test_compare_with_a_cache_answers_a_second_run_from_it(
+    trained: Trained, service: Emulator, tmp_path: Path
+) -> None:
+    folder = str(Path(trained.paths[0]).parents[1])
+    cache = str(tmp_path / "cache.sqlite")
+    args = ["compare", folder, "--backend", "onnx", "--backend", "custom_vision", "--cache", cache,
+            *flags(trained, service), "--no-plot", "--json"]  # fmt: skip
+    first = azvision(*args, "--report", str(tmp_path / "one"))
+    assert first.returncode == 0, first.stderr
+    calls = prediction_calls(service)
+    assert calls == len(trained.paths)
+    second = azvision(*args, "--report", str(tmp_path / "two"))
+    assert second.returncode == 0, second.stderr
+    entries = {e["backend"]: e for e in json.loads(second.stdout.splitlines()[-1])["backends"]}
+    for name in ("onnx", "custom_vision"):
+        usage = entries[name]["routing"]["usage"]
+        assert (usage["cache_hits"], usage["backend_calls"]) == (len(trained.paths), 0)
+    assert prediction_calls(service) == calls
+
+
+def test_a_refused_key_in_a_cascade_is_reported_without_the_key(
+    trained: Trained, service: Emulator, tmp_path: Path
+) -> None:
+    wrong = "wrong-key-DISTINCTIVE-7c1e"
+    image = trained.paths[0]
+    args = ["classify", image, "--cascade", "onnx,custom_vision", "--threshold", "1.0",
+            "--model-path", str(trained.export_dir), "--endpoint", service.endpoint, "--key", wrong,
+            "--project-id", trained.project_id, "--iteration", "prod", "--cache", str(tmp_path / "c.sqlite")]  # fmt: skip
+    done = azvision(*args)
+    assert done.returncode == 1
+    record = json.loads(done.stdout.splitlines()[0])
+    assert record["error"]["type"] == "AuthenticationError"
+    assert wrong not in done.stdout + done.stderr
+    assert wrong.encode() not in (tmp_path / "c.sqlite").read_bytes()
