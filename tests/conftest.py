@@ -47,7 +47,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("!", "tests SKIPPED because the shared folder is missing", yellow=True)
         for path in sorted(_missing_shared):
             terminalreporter.write_line(f"missing: {path}")
-        terminalreporter.write_line("set AZVISION_SHARED_DIR=/path/to/shared to run them (AZVISION_REQUIRE_SHARED=1 fails them)")
+        terminalreporter.write_line(
+            "set AZVISION_SHARED_DIR=/path/to/shared to run them (AZVISION_REQUIRE_SHARED=1 fails them)"
+        )
 
 
 def make_png(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
