@@ -13,30 +13,25 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
-import ipaddress
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, overload
+from typing import Any
 
-import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from azvision.emulator import _azure_ml as azure_ml
 from azvision.emulator import _azure_openai as azure_openai
@@ -44,8 +39,9 @@ from azvision.emulator import _custom_vision as custom_vision
 from azvision.emulator import _image_analysis as image_analysis
 from azvision.emulator._context import EmulatorConfig, EmulatorContext
 from azvision.emulator._cv_http import ACCESS_DENIED as _ACCESS_DENIED
-from azvision.emulator._faults import DROP_CONNECTION, FaultInjector, FaultMiddleware
+from azvision.emulator._faults import FaultInjector, FaultMiddleware
 from azvision.emulator._guard import HostGuard
+from azvision.emulator._transport import GatewayProtocol, bind, endpoint_url
 
 __all__ = ["Emulator", "serve"]
 
@@ -58,43 +54,6 @@ _STOP_TIMEOUT_S = 10.0
 _MAX_BODY_BYTES = 512 * 1024 * 1024
 _KEYS_FILE = "keys.json"
 _KEY_FIELDS = ("training_key", "prediction_key", "vision_key", "aml_key", "openai_key")
-
-
-class _GatewayConnection(h11.Connection):
-    """Azure's gateways answer a bad key with ``401 Access Denied``; msrest puts that phrase in
-    its error message, and ASGI has no way to choose a reason phrase."""
-
-    @overload
-    def send(self, event: h11.ConnectionClosed) -> None: ...
-    @overload
-    def send(
-        self,
-        event: h11.Request | h11.InformationalResponse | h11.Response | h11.Data | h11.EndOfMessage,
-    ) -> bytes: ...
-    @overload
-    def send(self, event: h11.Event) -> bytes | None: ...
-    def send(self, event: h11.Event) -> bytes | None:
-        if isinstance(event, h11.Response) and event.status_code == 401:
-            event = dataclasses.replace(event, reason=b"Access Denied")
-        return super().send(event)
-
-
-class _GatewayProtocol(H11Protocol):
-    """uvicorn's h11 protocol plus the two gateway behaviours ASGI cannot express: the 401 reason
-    phrase, and closing a connection without any response (``scope["state"][DROP_CONNECTION]``)."""
-
-    def __init__(
-        self,
-        config: uvicorn.Config,
-        server_state: Any,
-        app_state: dict[str, Any],
-        _loop: Any = None,
-    ) -> None:
-        super().__init__(config, server_state, {**app_state, DROP_CONNECTION: self._drop}, _loop)
-        self.conn = _GatewayConnection(h11.SERVER, config.h11_max_incomplete_event_size or 65536)
-
-    def _drop(self) -> None:
-        self.transport.close()
 
 
 def _gateway_error(status: int, message: str) -> JSONResponse:
@@ -251,14 +210,14 @@ class Emulator:
         """Bind the socket, start the services and serve in a background thread."""
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
-        sock = _bind(self.config.host, self.config.port)
-        self._ctx.endpoint = _endpoint_url(self.config.host, sock.getsockname()[1])
+        sock = bind(self.config.host, self.config.port)
+        self._ctx.endpoint = endpoint_url(self.config.host, sock.getsockname()[1])
         try:
             app = self._build_app()
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,
-                    http=_GatewayProtocol,
+                    http=GatewayProtocol,
                     lifespan="off",
                     log_config=None,
                     log_level="warning",
@@ -366,32 +325,6 @@ class Emulator:
             return JSONResponse(_ACCESS_DENIED, status_code=401)
         self.reset()
         return Response(status_code=204)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP (not 0) lets asyncio turn Nagle off on accepted connections: without it every
-    # response waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(False)
-    return sock
-
-
-def _endpoint_url(host: str, port: int) -> str:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return f"http://{host}:{port}"
-    if address.is_unspecified:
-        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
-    return f"http://[{address}]:{port}" if address.version == 6 else f"http://{address}:{port}"
 
 
 def _load_or_create_keys(data_dir: Path | None) -> dict[str, str]:
