@@ -1,0 +1,145 @@
+"""Object detection end to end against the emulator: ``azvision train --task detection`` on the generated
+set, ``azvision evaluate``/``compare --task detection`` on a held-out split, the exported ONNX agreeing with
+the prediction route, idempotent re-runs and the 15-images-per-tag rule checked before any upload."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from azvision import CustomVisionBackend, CustomVisionTrainer, DetectionDataset, OnnxBackend, TrainingError
+from azvision._demo_detection import make_detection_dataset
+from azvision.cli.app import app
+from azvision.emulator import Emulator
+from azvision.evaluation import box_iou
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Trained:
+    emulator: Emulator
+    train: DetectionDataset
+    test: DetectionDataset
+    project_id: str
+    model: Path
+    first: dict[str, object]
+    rerun: dict[str, object]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def training_env(emulator: Emulator) -> dict[str, str]:
+    return {
+        "CUSTOM_VISION_TRAINING_ENDPOINT": emulator.endpoint,
+        "CUSTOM_VISION_TRAINING_KEY": emulator.training_key,
+        "CUSTOM_VISION_PREDICTION_RESOURCE_ID": emulator.prediction_resource_id,
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    root = tmp_path_factory.mktemp("detection")
+    train = make_detection_dataset(root / "train", images=48, seed=0)
+    test = make_detection_dataset(root / "test", images=20, seed=1)
+    model = root / "model"
+    with Emulator() as emulator:
+        args = ["train", str(root / "train"), "--project", "shapes", "--task", "detection"]
+        args += ["--publish-name", "det", "--export-dir", str(model), "--json", "--quiet"]
+        code, out, err = cli(*args, env=training_env(emulator))
+        assert code == 0, err
+        first = json.loads(out.strip().splitlines()[-1])
+        code, out, err = cli(*args, env=training_env(emulator))
+        assert code == 0, err
+        rerun = json.loads(out.strip().splitlines()[-1])
+        yield Trained(emulator, train, test, str(first["project_id"]), model, first, rerun)
+
+
+def test_training_uploads_every_image_once_and_reruns_upload_nothing(trained: Trained) -> None:
+    assert (trained.first["uploaded"], trained.first["failed"]) == (48, 0)
+    assert (trained.rerun["uploaded"], trained.rerun["duplicates"]) == (0, 48)
+    assert trained.rerun["iteration_id"] == trained.first["iteration_id"]
+    labels = (trained.model / "labels.txt").read_text().split()
+    assert labels == ["circle", "square", "triangle"]
+    manifest = json.loads((trained.model / "cvexport.manifest").read_text())
+    assert manifest["DomainType"] == "ObjectDetection"
+
+
+def test_evaluate_reaches_map50_of_07_on_held_out_images(trained: Trained, tmp_path: Path) -> None:
+    emu = trained.emulator
+    code, out, err = cli(
+        "evaluate", str(trained.test.root), "--report", str(tmp_path), "--backend", "custom_vision",
+        "--task", "detection", "--endpoint", emu.endpoint, "--key", emu.prediction_key,
+        "--project-id", trained.project_id, "--iteration", "det", "--json", "--min-accuracy", "0.7",
+        "--no-plot",
+    )  # fmt: skip
+    assert code == 0, err
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["map50"] >= 0.7, metrics
+    assert 0 < metrics["map50_95"] <= metrics["map50"]
+    assert set(metrics["per_label"]) == {"circle", "square", "triangle"}
+    lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 20 and all("expected" in json.loads(line) for line in lines)
+
+
+def test_the_onnx_export_finds_the_same_boxes_as_the_prediction_route(trained: Trained) -> None:
+    emu = trained.emulator
+    route = CustomVisionBackend(emu.endpoint, emu.prediction_key, trained.project_id, "det", task="detection")
+    local = OnnxBackend(trained.model)
+    assert local.family == "yolo"
+    agree = 0
+    with route, local:
+        for item in trained.test:
+            a = route.classify(str(item.path)).labels[0]
+            b = local.classify(str(item.path)).labels[0]
+            assert a.box is not None and b.box is not None
+            agree += a.name == b.name and box_iou(a.box, b.box) >= 0.8
+    assert agree >= 0.95 * len(trained.test)
+
+
+def test_compare_ranks_detectors_by_map(trained: Trained, tmp_path: Path) -> None:
+    emu = trained.emulator
+    code, out, err = cli(
+        "compare", str(trained.test.root), "--report", str(tmp_path), "--task", "detection",
+        "--backend", "custom_vision", "--backend", "onnx", "--endpoint", emu.endpoint,
+        "--key", emu.prediction_key, "--project-id", trained.project_id, "--iteration", "det",
+        "--model-path", str(trained.model), "--json", "--no-plot",
+    )  # fmt: skip
+    assert code == 0, err
+    comparison = json.loads(out.strip().splitlines()[-1])
+    maps = {row["backend"]: row["map50"] for row in comparison["backends"]}
+    assert maps["onnx"] == pytest.approx(maps["custom_vision"], abs=0.02)
+    assert (tmp_path / "onnx" / "metrics.json").is_file()
+
+
+def test_fifteen_images_per_tag_are_checked_before_any_upload(trained: Trained, tmp_path: Path) -> None:
+    few = make_detection_dataset(tmp_path, images=6, seed=9)
+    emu = trained.emulator
+    with CustomVisionTrainer(emu.endpoint, emu.training_key) as trainer:
+        with pytest.raises(TrainingError, match="at least 15 images per tag") as info:
+            trainer.train_from_folder(few, project="too-few", task="detection")
+        assert "nothing was uploaded" in str(info.value)
+        assert trainer.find_project("too-few") is None
+
+
+def test_bad_annotations_are_a_usage_error_naming_each(tmp_path: Path) -> None:
+    data = make_detection_dataset(tmp_path, images=2)
+    coco = json.loads((tmp_path / "annotations.json").read_text())
+    coco["annotations"][0]["bbox"] = [400, 10, 50, 50]
+    coco["annotations"][1]["category_id"] = 42
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(coco))
+    code, _out, err = cli(
+        "train", str(data.root), "--annotations", str(bad), "--task", "detection", "--project", "x",
+        env={"CUSTOM_VISION_TRAINING_ENDPOINT": "http://127.0.0.1:9", "CUSTOM_VISION_TRAINING_KEY": "k"},
+    )  # fmt: skip
+    assert code == 2
+    assert "2 annotation problems" in err and "outside the image" in err and "unknown category id 42" in err
