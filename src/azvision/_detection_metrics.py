@@ -52,19 +52,14 @@ Found = tuple[str, float, BoundingBox]
 
 
 def box_iou(a: BoundingBox, b: BoundingBox) -> float:
-    """Intersection over union of two boxes.
+    """Intersection over union of two boxes (`BoundingBox.iou`).
 
     Example:
         >>> box_iou(BoundingBox(left=0, top=0, width=0.5, height=0.5),
         ...         BoundingBox(left=0.25, top=0, width=0.5, height=0.5))
         0.3333333333333333
     """
-    width = min(a.right, b.right) - max(a.left, b.left)
-    height = min(a.bottom, b.bottom) - max(a.top, b.top)
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    return inter / (a.width * a.height + b.width * b.height - inter)
+    return a.iou(b)
 
 
 @dataclass(frozen=True)

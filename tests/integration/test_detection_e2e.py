@@ -143,3 +143,23 @@ def test_bad_annotations_are_a_usage_error_naming_each(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 2
     assert "2 annotation problems" in err and "outside the image" in err and "unknown category id 42" in err
+
+
+def test_min_confidence_and_class_wise_nms_on_the_prediction_route(trained: Trained) -> None:
+    emu = trained.emulator
+    item = trained.test.items[0]
+
+    def backend(**options: object) -> CustomVisionBackend:
+        return CustomVisionBackend(
+            emu.endpoint, emu.prediction_key, trained.project_id, "det", task="detection", **options
+        )  # type: ignore[arg-type]
+
+    with backend() as raw, backend(min_confidence=0.3, nms_iou=0.1) as tidy:
+        everything = raw.classify(str(item.path)).labels
+        kept = tidy.classify(str(item.path)).labels
+    assert len(everything) > len(kept) > 0
+    assert all(label.confidence >= 0.3 for label in kept)
+    for i, a in enumerate(kept):
+        for b in kept[i + 1 :]:
+            assert a.name != b.name or a.box.iou(b.box) <= 0.1  # type: ignore[union-attr]
+    assert kept[0] == everything[0]
