@@ -136,8 +136,9 @@ class DetectionDataset:
 
         Example:
             >>> items = tuple(DetectionItem(Path(f"{i}.png"), (9, 9)) for i in range(10))
-            >>> [len(part) for part in DetectionDataset(items=items).split(0.3)]
-            [7, 3]
+            >>> train, test = DetectionDataset(items=items).split(0.3)
+            >>> len(train), len(test)
+            (7, 3)
         """
         if not 0.0 <= test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
