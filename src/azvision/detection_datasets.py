@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import xml.etree.ElementTree as ElementTree
@@ -36,7 +35,7 @@ from typing import Any
 
 from ._errors import AnnotationError, ConfigurationError
 from ._models import BoundingBox
-from .datasets import SkippedFile
+from .datasets import SkippedFile, _relative, _split_key
 
 __all__ = ["EDGE_TOLERANCE", "DetectionDataset", "DetectionItem", "Region"]
 
@@ -497,16 +496,3 @@ def _int(text: str | None) -> int | None:
         return int(float(text)) if text is not None else None
     except ValueError:
         return None
-
-
-def _relative(path: Path, root: Path | None) -> str:
-    if root is not None:
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return path.as_posix()
-
-
-def _split_key(seed: int, name: str) -> str:
-    return hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()
