@@ -4,6 +4,7 @@ the prediction route, idempotent re-runs and the 15-images-per-tag rule checked 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,7 +157,13 @@ def test_min_confidence_and_class_wise_nms_on_the_prediction_route(trained: Trai
 
     with backend() as raw, backend(min_confidence=0.3, nms_iou=0.1) as tidy:
         everything = raw.classify(str(item.path)).labels
-        kept = tidy.classify(str(item.path)).labels
+        prediction = tidy.classify(str(item.path))
+        kept = prediction.labels
+    if importlib.util.find_spec("supervision") is not None:
+        detections = prediction.to_supervision()
+        assert len(detections) == len(kept)
+        width = item.size[0]
+        assert detections.xyxy[0][0] == pytest.approx(kept[0].box.left * width, abs=1.0)  # type: ignore[union-attr]
     assert len(everything) > len(kept) > 0
     assert all(label.confidence >= 0.3 for label in kept)
     for i, a in enumerate(kept):
