@@ -170,3 +170,74 @@ def test_min_confidence_and_class_wise_nms_on_the_prediction_route(trained: Trai
         for b in kept[i + 1 :]:
             assert a.name != b.name or a.box.iou(b.box) <= 0.1  # type: ignore[union-attr]
     assert kept[0] == everything[0]
+
+
+def photo_scenes(root: Path, count: int, seed: int) -> DetectionDataset:
+    """Real photo pixels: crops of scikit-image's cat, coffee cup and rocket photos pasted at random sizes
+    and brightness on crops of its brick, grass and gravel photos; boxes written as COCO."""
+    import random
+
+    from PIL import Image, ImageEnhance
+
+    data = pytest.importorskip("skimage.data")
+    objects = {
+        "cat": Image.fromarray(data.chelsea()).crop((80, 10, 300, 220)),
+        "cup": Image.fromarray(data.coffee()).crop((130, 40, 470, 340)),
+        "rocket": Image.fromarray(data.rocket()).crop((200, 0, 340, 420)),
+    }
+    backgrounds = [Image.fromarray(getattr(data, n)()).convert("RGB") for n in ("brick", "grass", "gravel")]
+    root.mkdir(parents=True)
+    images, annotations = [], []
+    for index in range(count):
+        rng = random.Random(f"{seed}/{index}")
+        back = rng.choice(backgrounds)
+        x0, y0 = rng.randint(0, back.width - 320), rng.randint(0, back.height - 256)
+        scene = back.crop((x0, y0, x0 + 320, y0 + 256))
+        placed: list[tuple[float, float, float, float]] = []
+        for _ in range(rng.randint(1, 3)):
+            label = rng.choice(sorted(objects))
+            thing = objects[label]
+            for _attempt in range(30):
+                h = rng.uniform(0.3, 0.6) * 256
+                w = h * thing.width / thing.height
+                x, y = rng.uniform(0, max(1.0, 320 - w)), rng.uniform(0, 256 - h)
+                if w <= 300 and all(
+                    x + w < a or a + c < x or y + h < b or b + d < y for a, b, c, d in placed
+                ):
+                    break
+            else:
+                continue
+            piece = ImageEnhance.Brightness(thing.resize((round(w), round(h)))).enhance(
+                rng.uniform(0.75, 1.25)
+            )
+            scene.paste(piece, (round(x), round(y)))
+            placed.append((x, y, w, h))
+            annotations.append(
+                {"image_id": index, "category_id": sorted(objects).index(label), "bbox": [x, y, w, h]}
+            )
+        scene.save(root / f"photo_{index:03d}.jpg", quality=92)
+        images.append({"id": index, "file_name": f"photo_{index:03d}.jpg", "width": 320, "height": 256})
+    categories = [{"id": i, "name": name} for i, name in enumerate(sorted(objects))]
+    doc = {"images": images, "annotations": annotations, "categories": categories}
+    (root / "coco.json").write_text(json.dumps(doc))
+    return DetectionDataset.from_coco(root / "coco.json")
+
+
+def test_a_detector_trained_on_photo_pixels_finds_the_objects(tmp_path: Path) -> None:
+    from azvision.evaluation import evaluate_detection
+
+    train = photo_scenes(tmp_path / "train", 45, seed=0)
+    test = photo_scenes(tmp_path / "test", 15, seed=1)
+    with (
+        Emulator() as emu,
+        CustomVisionTrainer(
+            emu.endpoint, emu.training_key, prediction_resource_id=emu.prediction_resource_id
+        ) as trainer,
+    ):
+        result = trainer.train_from_folder(train, project="photos", publish_name="photos", task="detection")
+        assert result.project.domain_name == "General" and result.project.detection
+        with CustomVisionBackend(
+            emu.endpoint, emu.prediction_key, result.project.id, "photos", task="detection"
+        ) as detector:
+            metrics = evaluate_detection(detector, test)
+    assert metrics.map50 >= 0.7, metrics.to_dict()
