@@ -45,3 +45,28 @@ def test_a_detector_zip_is_the_yolo_family_and_runs_like_the_head(tmp_path: Path
     for lab, (_, probability, box) in zip(found, expected, strict=True):
         assert lab.confidence == pytest.approx(probability, abs=1e-4)
         assert lab.box is not None and lab.box.left == pytest.approx(box[0], abs=1e-4)
+
+
+def test_evaluate_task_detection_with_the_onnx_backend_writes_the_report_and_gates(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from azvision._demo_detection import make_detection_dataset
+    from azvision.cli.app import app
+
+    data = make_detection_dataset(tmp_path / "data", images=3)
+    blob = build_export_zip(
+        DetectorHead.untrained(data.labels), iteration_id="0" * 32, exported_at=datetime(2026, 1, 1)
+    )
+    (tmp_path / "export.zip").write_bytes(blob)
+    report = tmp_path / "report"
+    args = ["evaluate", str(data.root), "--task", "detection", "--backend", "onnx"]
+    args += ["--model-path", str(tmp_path / "export.zip"), "--report", str(report), "--json"]
+    result = CliRunner().invoke(app, [*args, "--min-accuracy", "0.5"])
+    assert result.exit_code == 1, result.stderr  # an untrained head: its boxes match no object, below the gate
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["map50"] == 0.0 and metrics["task"] == "detection" and metrics["total"] == 3
+    assert "below --min-accuracy" in result.stderr
+    written = sorted(p.name for p in report.iterdir())
+    assert written == ["metrics.json", "pr_curve.png", "predictions.jsonl"]
+    first = json.loads((report / "predictions.jsonl").read_text().splitlines()[0])
+    assert first["expected"] and set(first["expected"][0]) == {"label", "box"}
