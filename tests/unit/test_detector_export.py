@@ -62,7 +62,9 @@ def test_evaluate_task_detection_with_the_onnx_backend_writes_the_report_and_gat
     args = ["evaluate", str(data.root), "--task", "detection", "--backend", "onnx"]
     args += ["--model-path", str(tmp_path / "export.zip"), "--report", str(report), "--json"]
     result = CliRunner().invoke(app, [*args, "--min-accuracy", "0.5"])
-    assert result.exit_code == 1, result.stderr  # an untrained head: its boxes match no object, below the gate
+    assert result.exit_code == 1, (
+        result.stderr
+    )  # an untrained head: its boxes match no object, below the gate
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert metrics["map50"] == 0.0 and metrics["task"] == "detection" and metrics["total"] == 3
     assert "below --min-accuracy" in result.stderr
