@@ -287,8 +287,6 @@ def train_detector(
                     float(np.log(height * GRID)),
                 ]
             )
-    positives = max(1.0, objectness.sum())
-    weight = np.where(objectness > 0, weight * (weight.sum() - positives) / positives / 4.0, weight)
     w_obj, b_obj = _logistic(x, objectness[:, None], _L2_OBJECT, weight)
     centres = x[centre_rows]
     k = len(labels)
