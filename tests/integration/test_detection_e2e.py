@@ -131,6 +131,20 @@ def test_fifteen_images_per_tag_are_checked_before_any_upload(trained: Trained, 
         assert trainer.find_project("too-few") is None
 
 
+def test_the_services_own_refusal_names_the_rule_and_the_short_tags(trained: Trained, tmp_path: Path) -> None:
+    few = make_detection_dataset(tmp_path, images=6, seed=11)
+    emu = trained.emulator
+    with CustomVisionTrainer(emu.endpoint, emu.training_key) as trainer:
+        project = trainer.project("refused", task="detection")
+        assert trainer.upload(project, few).failed == ()  # upload() itself does not check the rule
+        with pytest.raises(TrainingError) as info:
+            trainer.train(project)
+    assert info.value.code == "BadRequestDetectionTrainingValidationFailed"
+    message = str(info.value)
+    assert "training was rejected" in message
+    assert "at least 15 images per tag for object detection" in message and "'circle' has" in message
+
+
 def test_bad_annotations_are_a_usage_error_naming_each(tmp_path: Path) -> None:
     data = make_detection_dataset(tmp_path, images=2)
     coco = json.loads((tmp_path / "annotations.json").read_text())
