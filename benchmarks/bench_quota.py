@@ -4,7 +4,9 @@ An emulator with 200 ms latency and a 20 TPS quota (Custom Vision S0 prediction 
 run: the seed's sequential loop with the official ``CustomVisionPredictionClient``, then
 ``CustomVisionBackend(store=False).classify_many`` told the quota (``max_rps=20``) and left to find it
 (auto mode: no ``max_rps``). Targets: ≥ 0.95 × 20 images/s, no failed item, no 429 reaching the caller,
-and ≥ 3.8 × the sequential loop.
+and ≥ 3.8 × the sequential loop. Then object detection: a detector trained on the generated detection set,
+``CustomVisionBackend(task="detection")`` at a 10 TPS quota (S0 prediction with storage): ≥ 0.9 × the quota,
+no failed item.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from msrest.authentication import ApiKeyCredentials
 
 from azvision import AzVisionError, CustomVisionBackend, Prediction, RateLimitError
 
-from ._common import Lab, Result, counts_since, request_total, wall_clock
+from ._common import Lab, RemoteEmulator, Result, counts_since, request_total, wall_clock
 
 NAME = "quota"
 LATENCY_MS = 200
@@ -105,7 +107,55 @@ def run(lab: Lab) -> list[Result]:
                 ),
             ]
     results += _burst(lab)
+    results += _detection(lab)
     return results
+
+
+DETECTION_TPS = 10.0
+
+
+def _detection(lab: Lab) -> list[Result]:
+    """Detection batch throughput at the quota: the detect route, boxes decoded and checked per image."""
+    from azvision import CustomVisionTrainer
+    from azvision._demo_detection import make_detection_dataset
+    from azvision.emulator import Emulator
+
+    root = lab.root / "detection"
+    train = make_detection_dataset(root / "train", images=45, seed=0)
+    scenes = make_detection_dataset(root / "scenes", images=lab.settings.scale(150, 40), seed=1)
+    with (
+        Emulator(data_dir=root / "emulator", training_seconds=0.1) as emu,
+        CustomVisionTrainer(
+            emu.endpoint, emu.training_key, prediction_resource_id=emu.prediction_resource_id, max_rps=None
+        ) as trainer,
+    ):
+        trained = trainer.train_from_folder(train, project="det", publish_name="det", task="detection")
+    images = [str(item.path) for item in scenes]
+    with RemoteEmulator([f"--data-dir={root / 'emulator'}", f"--rate-limit-tps={DETECTION_TPS}"]) as remote:
+        before = request_total(remote.stats())
+        outcomes: list[Prediction | AzVisionError] = []
+        with (
+            CustomVisionBackend(
+                remote.endpoint, remote.prediction_key, trained.project.id, "det", task="detection"
+            ) as clf,
+            wall_clock() as elapsed,
+        ):
+            outcomes.extend(clf.classify_many(images, max_rps=DETECTION_TPS))
+        server = counts_since(before, request_total(remote.stats()))
+    failed = sum(isinstance(o, AzVisionError) for o in outcomes)
+    boxes = sum(len(o.labels) for o in outcomes if isinstance(o, Prediction))
+    rate = len(images) / elapsed[0]
+    return [
+        Result(
+            f"detection at a {DETECTION_TPS:g} TPS quota: throughput",
+            rate,
+            "img/s",
+            target=0.9 * DETECTION_TPS,
+            ratio=rate / DETECTION_TPS,
+            note=f"{len(images)} scenes, {boxes} boxes returned; server saw {server}",
+        ),
+        Result("detection: failed items", failed, "items", target=0, better="lower"),
+    ]
 
 
 BURST_TPS = 5.0

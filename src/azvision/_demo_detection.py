@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from .detection_datasets import DetectionDataset
-from .synthetic import SHAPES, _hsv, draw_shape, shape_bounds
+from .synthetic import SHAPES, _hsv, draw_clutter, draw_shape, shape_bounds
 
 __all__ = ["ANNOTATIONS_FILE", "detection_scene", "make_detection_dataset"]
 
@@ -57,10 +57,7 @@ def detection_scene(
     background = _hsv(rng.random(), rng.uniform(0.0, 0.12), rng.uniform(0.82, 1.0))
     image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        ends = [(rng.uniform(0, width), rng.uniform(0, height)) for _ in range(2)]
-        clutter = tuple(round(c * 0.6 + 255 * 0.4 * rng.random()) for c in background)
-        draw.line(ends, fill=(clutter[0], clutter[1], clutter[2]), width=2)
+    draw_clutter(draw, rng, background, (width, height), lines=4)
     short = min(width, height)
     wanted = [rng.choice(list(classes)) for _ in range(rng.randint(*objects))]
     distractor = next((k for k in (_DISTRACTOR, *SHAPES) if k not in classes), None)

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -52,19 +51,14 @@ Found = tuple[str, float, BoundingBox]
 
 
 def box_iou(a: BoundingBox, b: BoundingBox) -> float:
-    """Intersection over union of two boxes.
+    """Intersection over union of two boxes (`BoundingBox.iou`).
 
     Example:
         >>> box_iou(BoundingBox(left=0, top=0, width=0.5, height=0.5),
         ...         BoundingBox(left=0.25, top=0, width=0.5, height=0.5))
         0.3333333333333333
     """
-    width = min(a.right, b.right) - max(a.left, b.left)
-    height = min(a.bottom, b.bottom) - max(a.top, b.top)
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    return inter / (a.width * a.height + b.width * b.height - inter)
+    return a.iou(b)
 
 
 @dataclass(frozen=True)
@@ -357,18 +351,12 @@ def write_detection_report(
     plot: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """Write ``metrics.json`` (plus ``extra``) and, with ``plot``, ``pr_curve.png``.
+    """Write ``metrics.json`` (plus ``extra``) and, with ``plot``, ``pr_curve.png`` (`write_report`).
 
     Example:
         >>> write_detection_report(metrics, "report", plot=False)  # doctest: +SKIP
         [PosixPath('report/metrics.json')]
     """
-    out_dir = Path(report_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / "metrics.json"
-    content = {**metrics.to_dict(), **(extra or {})}
-    metrics_path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    written = [metrics_path]
-    if plot:
-        written.append(plot_pr_curves(metrics, out_dir / "pr_curve.png"))
-    return written
+    from .evaluation import write_report
+
+    return write_report(metrics, report_dir, plot=plot, extra=extra)

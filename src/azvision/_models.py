@@ -84,6 +84,21 @@ class BoundingBox(BaseModel):
         """``top + height``."""
         return round(self.top + self.height, 12)
 
+    def iou(self, other: BoundingBox) -> float:
+        """Intersection over union with ``other`` (0.0 when they do not overlap).
+
+        Example:
+            >>> BoundingBox(left=0, top=0, width=0.5, height=0.5).iou(
+            ...     BoundingBox(left=0.25, top=0, width=0.5, height=0.5))
+            0.3333333333333333
+        """
+        width = min(self.right, other.right) - max(self.left, other.left)
+        height = min(self.bottom, other.bottom) - max(self.top, other.top)
+        if width <= 0 or height <= 0:
+            return 0.0
+        inter = width * height
+        return inter / (self.width * self.height + other.width * other.height - inter)
+
     @classmethod
     def clipped(cls, left: float, top: float, width: float, height: float) -> BoundingBox:
         """Build a box, clipping it to the image (services round boxes a hair past the edge).

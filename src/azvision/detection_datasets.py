@@ -24,59 +24,34 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import AnnotationError, ConfigurationError
-from ._models import BoundingBox
-from .datasets import SkippedFile
+from ._annotations import (
+    EDGE_TOLERANCE,
+    YOLO_NAME_FILES,
+    Checker,
+    DetectionItem,
+    Region,
+    _int,
+    _is_float,
+    _is_number,
+    _label,
+    _looks_like_coco,
+    _yolo_names,
+)
+from ._errors import ConfigurationError
+from .datasets import SkippedFile, _relative, _split_key
 
 __all__ = ["EDGE_TOLERANCE", "DetectionDataset", "DetectionItem", "Region"]
 
-#: How far (as a fraction of the image side) a box may poke out of the image and still be clipped into
-#: it: annotation tools round to whole pixels and sometimes write the pixel *after* the last one.
-EDGE_TOLERANCE = 0.01
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-_YOLO_NAME_FILES = ("classes.txt", "obj.names", "classes.names", "names.txt", "data.yaml", "dataset.yaml")
-
-
-@dataclass(frozen=True)
-class Region:
-    """One labelled box of an image; ``box`` is normalised to the image (see `BoundingBox`).
-
-    Example:
-        >>> Region("fork", BoundingBox(left=0.1, top=0.2, width=0.3, height=0.4)).label
-        'fork'
-    """
-
-    label: str
-    box: BoundingBox
-
-
-@dataclass(frozen=True)
-class DetectionItem:
-    """One image file, its pixel size ``(width, height)`` and its regions (none: a negative image).
-
-    Example:
-        >>> DetectionItem(Path("a.png"), (640, 480), ()).labels
-        ()
-    """
-
-    path: Path
-    size: tuple[int, int]
-    regions: tuple[Region, ...] = ()
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """The labels of the image's regions, each once, sorted."""
-        return tuple(sorted({r.label for r in self.regions}))
 
 
 @dataclass(frozen=True)
@@ -87,6 +62,7 @@ class DetectionDataset:
     bad annotations are not skipped: the readers raise `AnnotationError` naming all of them.
 
     Example:
+        >>> from azvision import BoundingBox
         >>> box = BoundingBox(left=0.0, top=0.0, width=0.5, height=0.5)
         >>> data = DetectionDataset(items=(DetectionItem(Path("a.png"), (10, 10), (Region("cat", box),)),))
         >>> data.counts(), data.region_counts(), data.negatives
@@ -136,8 +112,9 @@ class DetectionDataset:
 
         Example:
             >>> items = tuple(DetectionItem(Path(f"{i}.png"), (9, 9)) for i in range(10))
-            >>> [len(part) for part in DetectionDataset(items=items).split(0.3)]
-            [7, 3]
+            >>> train, test = DetectionDataset(items=items).split(0.3)
+            >>> len(train), len(test)
+            (7, 3)
         """
         if not 0.0 <= test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
@@ -181,7 +158,7 @@ class DetectionDataset:
             raise ConfigurationError(f"{path.name} is not a COCO file: it has no 'images' list")
         root = Path(images_dir) if images_dir is not None else path.parent
         folders = [root] if images_dir is not None else [root, root / "images"]
-        check = _Checker(root)
+        check = Checker(root)
         categories: dict[Any, str] = {}
         for entry in doc.get("categories") or []:
             if isinstance(entry, dict) and "id" in entry:
@@ -211,7 +188,9 @@ class DetectionDataset:
             check.image(file, regions, declared=(image.get("width"), image.get("height")))
         for image_id, orphans in boxes.items():
             check.problem(f"{orphans[0][2]}: image id {image_id!r} is not in 'images'")
-        return check.dataset(cls, categories=tuple(dict.fromkeys(categories.values())))
+        return cls(
+            items=check.finish(), root=check.root, categories=tuple(dict.fromkeys(categories.values()))
+        )
 
     @classmethod
     def from_voc(cls, folder: str | os.PathLike[str]) -> DetectionDataset:
@@ -229,7 +208,7 @@ class DetectionDataset:
         if not base.is_dir():
             raise ConfigurationError(f"the VOC folder {base} does not exist")
         annotations = base / "Annotations" if (base / "Annotations").is_dir() else base
-        check = _Checker(base)
+        check = Checker(base)
         for xml_file in sorted(annotations.glob("*.xml")):
             where = _relative(xml_file, base)
             try:
@@ -265,7 +244,7 @@ class DetectionDataset:
             check.image(file, regions, declared=declared)
         if not check.seen and not check.problems:
             raise ConfigurationError(f"no Pascal VOC .xml annotations in {annotations}")
-        return check.dataset(cls)
+        return cls(items=check.finish(), root=check.root)
 
     @classmethod
     def from_yolo(
@@ -291,7 +270,7 @@ class DetectionDataset:
                 f"no class names for {base}: add classes.txt (one name per line), obj.names or data.yaml"
             )
         classes = [_label(c) for c in classes]
-        check = _Checker(base)
+        check = Checker(base)
         images_dir = base / "images" if (base / "images").is_dir() else base
         for file in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES):
             relative = file.relative_to(images_dir).with_suffix(".txt")
@@ -313,7 +292,7 @@ class DetectionDataset:
                 cx, cy, w, h = (float(f) for f in fields[1:])
                 regions.append((classes[index], "normalised", (cx - w / 2, cy - h / 2, w, h), where))
             check.image(file, regions)
-        return check.dataset(cls, categories=tuple(dict.fromkeys(classes)))
+        return cls(items=check.finish(), root=check.root, categories=tuple(dict.fromkeys(classes)))
 
     @classmethod
     def from_path(
@@ -337,7 +316,7 @@ class DetectionDataset:
                 return cls.from_coco(target, images_dir)
             if target.suffix.lower() == ".xml":
                 return cls.from_voc(target.parent)
-            if target.name in _YOLO_NAME_FILES:
+            if target.name in YOLO_NAME_FILES:
                 return cls.from_yolo(target.parent)
             raise ConfigurationError(f"{target.name}: not a COCO .json, VOC .xml or YOLO class-names file")
         coco = [p for p in sorted(target.glob("*.json")) if _looks_like_coco(p)]
@@ -351,161 +330,3 @@ class DetectionDataset:
             f"{target}: no annotations found (a COCO .json, Pascal VOC .xml files, or YOLO .txt files with "
             "classes.txt)"
         )
-
-
-_Raw = tuple[str, str, tuple[float, float, float, float], str]  # label, units, (x, y, w, h), where
-
-
-class _Checker:
-    """Collects items and every problem; `dataset` raises one error naming them all."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.items: list[DetectionItem] = []
-        self.problems: list[str] = []
-        self.seen: set[Path] = set()
-
-    def problem(self, text: str) -> None:
-        self.problems.append(text)
-
-    def image(self, file: Path, raw: Iterable[_Raw], *, declared: tuple[Any, Any] = (None, None)) -> None:
-        shown = _relative(file, self.root)
-        resolved = file.resolve()
-        if resolved in self.seen:
-            self.problem(f"{shown}: annotated twice")
-            return
-        self.seen.add(resolved)
-        size, reason = _image_size(file)
-        if size is None:
-            self.problem(f"{shown}: {reason}")
-            return
-        width, height = size
-        if isinstance(declared[0], int) and isinstance(declared[1], int) and declared[0] > 0 < declared[1]:
-            width, height = declared  # pixel boxes were drawn on the size the annotation states
-        regions = []
-        for label, units, (x, y, w, h), where in raw:
-            if not label:
-                self.problem(f"{where} ({shown}): empty label")
-                continue
-            if units == "pixels":
-                x, y, w, h = x / width, y / height, w / width, h / height
-            box = _checked_box(x, y, w, h)
-            if isinstance(box, str):
-                self.problem(f"{where} ({shown}): {label}: {box}")
-                continue
-            regions.append(Region(label, box))
-        self.items.append(DetectionItem(file, size, tuple(regions)))
-
-    def dataset(self, cls: type[DetectionDataset], *, categories: tuple[str, ...] = ()) -> DetectionDataset:
-        if self.problems:
-            raise AnnotationError(self.problems)
-        items = tuple(sorted(self.items, key=lambda it: _relative(it.path, self.root)))
-        return cls(items=items, root=self.root, categories=categories)
-
-
-def _checked_box(x: float, y: float, w: float, h: float) -> BoundingBox | str:
-    """The box clipped to the image, or why it cannot be used."""
-    if w <= 0 or h <= 0:
-        return f"the box has no area (width {w:.4g}, height {h:.4g} of the image)"
-    tol = EDGE_TOLERANCE
-    if x < -tol or y < -tol or x + w > 1 + tol or y + h > 1 + tol:
-        return (
-            f"the box ({x:.3f}, {y:.3f}, {x + w:.3f}, {y + h:.3f} as fractions of the image) lies outside "
-            "the image"
-        )
-    box = BoundingBox.clipped(x, y, w, h)
-    if box.width <= 0 or box.height <= 0:
-        return "the box has no area inside the image"
-    return box
-
-
-def _image_size(file: Path) -> tuple[tuple[int, int] | None, str]:
-    from PIL import Image, UnidentifiedImageError
-
-    if not file.is_file():
-        return None, "no such image file"
-    try:
-        with Image.open(file) as image:
-            return image.size, ""
-    except UnidentifiedImageError:
-        return None, "not an image Pillow can read"
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        return None, f"unreadable image: {exc}"
-
-
-def _yolo_names(folder: Path) -> list[str] | None:
-    for name in _YOLO_NAME_FILES:
-        file = folder / name
-        if not file.is_file():
-            continue
-        text = file.read_text("utf-8-sig")
-        if file.suffix == ".yaml":
-            return _yaml_names(text)
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    return None
-
-
-def _yaml_names(text: str) -> list[str] | None:
-    """``names:`` of an Ultralytics ``data.yaml``: an inline list, a block list or an index mapping."""
-    lines = text.splitlines()
-    for number, line in enumerate(lines):
-        if not line.startswith("names:"):
-            continue
-        inline = line.partition(":")[2].strip()
-        if inline.startswith("["):
-            return [n.strip().strip("'\"") for n in inline.strip("[]").split(",") if n.strip()]
-        found: list[str] = []
-        for entry in lines[number + 1 :]:
-            if entry and not entry[0].isspace():
-                break
-            item = entry.strip()
-            if item.startswith("- "):
-                found.append(item[2:].strip().strip("'\""))
-            elif ":" in item:
-                found.append(item.partition(":")[2].strip().strip("'\""))
-        return found
-    return None
-
-
-def _looks_like_coco(path: Path) -> bool:
-    try:
-        doc = json.loads(path.read_text("utf-8-sig"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and "images" in doc and "annotations" in doc
-
-
-def _label(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return int(float(text)) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _relative(path: Path, root: Path | None) -> str:
-    if root is not None:
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return path.as_posix()
-
-
-def _split_key(seed: int, name: str) -> str:
-    return hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()

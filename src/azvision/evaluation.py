@@ -368,13 +368,14 @@ def _confusion_figure(metrics: Metrics) -> Any:
 
 
 def write_report(
-    metrics: Metrics,
+    metrics: Metrics | DetectionMetrics,
     report_dir: str | os.PathLike[str],
     *,
     plot: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """Write ``metrics.json`` (plus the ``extra`` keys) and, with ``plot``, ``confusion_matrix.png``.
+    """Write ``metrics.json`` (plus the ``extra`` keys) and, with ``plot``, ``confusion_matrix.png``
+    (``pr_curve.png`` for `DetectionMetrics`).
 
     Example:
         >>> write_report(compute_metrics(["a"], ["a"]), "report", plot=False)  # doctest: +SKIP
@@ -386,6 +387,8 @@ def write_report(
     content = {**metrics.to_dict(), **(extra or {})}
     metrics_path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", "utf-8")
     written = [metrics_path]
-    if plot:
+    if plot and isinstance(metrics, DetectionMetrics):
+        written.append(plot_pr_curves(metrics, out_dir / "pr_curve.png"))
+    elif plot and isinstance(metrics, Metrics):
         written.append(plot_confusion_matrix(metrics, out_dir / "confusion_matrix.png"))
     return written

@@ -101,6 +101,17 @@ def draw_shape(
         draw.polygon(_place(_OUTLINES[kind], cx, cy, radius, angle), fill=ink)
 
 
+def draw_clutter(
+    draw: ImageDraw.ImageDraw, rng: random.Random, background: RGB, size: tuple[int, int], *, lines: int
+) -> None:
+    """Draw ``lines`` random 2-px lines in tints of ``background`` across an image of ``size``."""
+    width, height = size
+    for _ in range(lines):
+        ends = [(rng.uniform(0, width), rng.uniform(0, height)) for _ in range(2)]
+        clutter = tuple(round(c * 0.6 + 255 * 0.4 * rng.random()) for c in background)
+        draw.line(ends, fill=(clutter[0], clutter[1], clutter[2]), width=2)
+
+
 def shape_bounds(kind: str, centre: Point, radius: float, angle: float) -> tuple[float, float, float, float]:
     """``(x0, y0, x1, y1)`` in pixels of what :func:`draw_shape` draws with the same arguments."""
     cx, cy = centre
@@ -159,10 +170,7 @@ def shape_image(
     background, ink = _palette(index, len(classes) if kind in classes else len(SHAPES), colours, rng)
     image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        ends = [(rng.uniform(0, width), rng.uniform(0, height)) for _ in range(2)]
-        clutter = tuple(round(c * 0.6 + 255 * 0.4 * rng.random()) for c in background)
-        draw.line(ends, fill=(clutter[0], clutter[1], clutter[2]), width=2)
+    draw_clutter(draw, rng, background, (width, height), lines=3)
     # Inside the centred square, clear of its edges: models centre-crop (Custom Vision keeps 224 of 256).
     short = min(width, height)
     radius = rng.uniform(0.22, 0.38) * short

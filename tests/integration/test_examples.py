@@ -326,3 +326,10 @@ def test_notebook_runs_and_renders_predictions_and_the_comparison(
     accuracies = dict(re.findall(r"<tr><td>([^<]+)</td><td>([\d.]+)%</td>", table))
     assert set(accuracies) == {"Custom Vision", "ONNX (local)"}
     assert all(float(value) >= 90.0 for value in accuracies.values())
+
+    detection = outputs_of(notebook, "detection")
+    printed = "".join(str(out.get("text", "")) for out in detection)
+    found = re.search(r"mAP@0.5 on 6 held-out scenes: ([\d.]+)", printed)
+    assert found is not None and float(found.group(1)) >= 0.5, printed
+    (boxed,) = html_of(detection)
+    assert 'class="azvision-prediction"' in boxed and "scene_000.jpg" in boxed

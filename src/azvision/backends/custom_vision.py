@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._config import ENV, Secret, endpoint_setting, secret_setting, setting, uuid_setting
 from .._cv_sdk import prediction_client
+from .._detections import check_detection_options, filter_detections
 from .._error_mapping import error_from_msrest
 from .._errors import AzVisionError, ConfigurationError, ServiceError
 from .._images import COMMON_FORMATS, ImageLimits, LoadedImage
@@ -104,6 +105,10 @@ class CustomVisionBackend(BaseBackend):
         iteration: the iteration's *publish name* (env ``CUSTOM_VISION_ITERATION_NAME``); also
             ``Prediction.model``.
         task: ``"classification"`` (classify routes) or ``"detection"`` (detect routes; ``Label.box`` set).
+        min_confidence: labels (and boxes) below this confidence are dropped from the answer.
+        nms_iou: with ``task="detection"``, also drop each box that overlaps a more confident box of the
+            same label by more than this IoU (class-wise NMS, for detectors that return overlapping
+            boxes); ``None`` keeps the service's boxes as they are.
         store: ``False`` uses the ``/nostore`` routes: the service keeps no copy of the image.
         application: optional application name the service records with stored predictions.
         max_rps: client-side request rate limit for this backend (``None``: unlimited).
@@ -121,6 +126,7 @@ class CustomVisionBackend(BaseBackend):
         ...     "https://myres.cognitiveservices.azure.com/", "<key>",
         ...     "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", "Iteration1", task="detection")
         >>> [(lab.name, lab.box) for lab in clf.classify("shelf.jpg").labels[:2]]  # doctest: +SKIP
+        >>> tidy = CustomVisionBackend(task="detection", min_confidence=0.3, nms_iou=0.5)  # doctest: +SKIP
     """
 
     name = _NAME
@@ -140,6 +146,8 @@ class CustomVisionBackend(BaseBackend):
         iteration: str | None = None,
         *,
         task: Task = "classification",
+        min_confidence: float = 0.0,
+        nms_iou: float | None = None,
         store: bool = True,
         application: str | None = None,
         max_rps: float | None = None,
@@ -160,6 +168,9 @@ class CustomVisionBackend(BaseBackend):
         assert resolved_iteration is not None
         self.iteration: str = resolved_iteration.strip()
         self.task: Task = task
+        check_detection_options(min_confidence, nms_iou, backend=_NAME)
+        self.min_confidence = min_confidence
+        self.nms_iou = nms_iou
         self.store = store
         self.application = application
         #: The tag names this iteration answers in, when given (``None``: unknown).
@@ -190,7 +201,13 @@ class CustomVisionBackend(BaseBackend):
             body = json.loads(answer.response.content)
         except Exception as exc:
             raise error_from_msrest(exc, backend=self.name, source=image.source) from exc
-        return prediction_from_custom_vision(body, iteration=self.iteration, source=image.source)
+        prediction = prediction_from_custom_vision(body, iteration=self.iteration, source=image.source)
+        if self.min_confidence == 0.0 and self.nms_iou is None:
+            return prediction
+        labels = filter_detections(
+            prediction.labels, min_confidence=self.min_confidence, nms_iou=self.nms_iou
+        )
+        return prediction.model_copy(update={"labels": labels})
 
     def _close_clients(self) -> None:
         self._client.close()

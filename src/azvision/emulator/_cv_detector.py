@@ -33,22 +33,30 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from PIL import Image, ImageOps
 
 from azvision._preprocess import PreprocessSpec, to_tensor
 from azvision.backends._onnx_outputs import DEFAULT_ANCHORS, DEFAULT_IOU, decode_yolo
 from azvision.emulator._features import backbone_bytes
 
-__all__ = ["DETECTOR_INPUT", "DetectorHead", "detector_model", "grid_features", "train_detector"]
+__all__ = [
+    "CELL_FEATURES",
+    "DETECTOR_INPUT",
+    "GRID",
+    "DetectorHead",
+    "cell_graph",
+    "detection_performance",
+    "grid_features",
+    "train_detector",
+]
 
 #: Side of the detector's square input (the compact detector's declared 416×416).
 DETECTOR_INPUT = 416
 GRID = DETECTOR_INPUT // 32
 _SPEC = PreprocessSpec(size=(DETECTOR_INPUT, DETECTOR_INPUT), channel_order="BGR", resize="stretch")
 _BACKBONE_MAP = "fire9_concat"
-_CELL_FEATURES = "detector_cell_features"
-_OUTPUT = "model_outputs0"
+CELL_FEATURES = "detector_cell_features"
 _CELL_DIM = 1024
 _HEAD_FORMAT = "azvision.grid_detector/1"
 _L2_OBJECT, _L2_CLASS, _RIDGE = 3e-3, 3e-2, 30.0
@@ -114,7 +122,7 @@ def is_detector_head(data: dict[str, Any] | None) -> bool:
 
 
 # -- the graph ---------------------------------------------------------------------------------
-def _cell_graph() -> onnx.ModelProto:
+def cell_graph() -> onnx.ModelProto:
     """Backbone cut at its last fire module, on a 416×416 input, → ``(n, 1024, 13, 13)`` cell features."""
     model = onnx.ModelProto()
     model.ParseFromString(backbone_bytes())
@@ -136,7 +144,7 @@ def _cell_graph() -> onnx.ModelProto:
                 "AveragePool", ["detector_pooled"], ["detector_context"], kernel_shape=[3, 3],
                 strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0,
             ),
-            helper.make_node("Concat", ["detector_pooled", "detector_context"], [_CELL_FEATURES], axis=1),
+            helper.make_node("Concat", ["detector_pooled", "detector_context"], [CELL_FEATURES], axis=1),
         ]
     )  # fmt: skip
     dims = graph.input[0].type.tensor_type.shape.dim
@@ -144,44 +152,9 @@ def _cell_graph() -> onnx.ModelProto:
     dims[2].dim_value = dims[3].dim_value = DETECTOR_INPUT
     del graph.output[:]
     graph.output.append(
-        helper.make_tensor_value_info(_CELL_FEATURES, TensorProto.FLOAT, [batch, _CELL_DIM, GRID, GRID])
+        helper.make_tensor_value_info(CELL_FEATURES, TensorProto.FLOAT, [batch, _CELL_DIM, GRID, GRID])
     )
     return model
-
-
-def detector_model(head: DetectorHead) -> bytes:
-    """The exported ``model.onnx``: cell features → 1×1 Conv → ``model_outputs0`` ``[None, A·(5+C), 13, 13]``,
-    with ``Image.*`` metadata_props saying BGR 0-255."""
-    model = _cell_graph()
-    graph = model.graph
-    channels = head.weights.shape[1]
-    kernel = head.weights.T.reshape(channels, _CELL_DIM, 1, 1).astype(np.float32)
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(kernel, "detector_head_weights"),
-            numpy_helper.from_array(head.bias.astype(np.float32), "detector_head_bias"),
-        ]
-    )
-    graph.node.append(
-        helper.make_node("Conv", [_CELL_FEATURES, "detector_head_weights", "detector_head_bias"], [_OUTPUT])
-    )
-    batch = graph.output[0].type.tensor_type.shape.dim[0].dim_param or "None"
-    del graph.output[:]
-    graph.output.append(
-        helper.make_tensor_value_info(_OUTPUT, TensorProto.FLOAT, [batch, channels, GRID, GRID])
-    )
-    graph.name = "custom_vision_compact_detector"
-    helper.set_model_props(
-        model,
-        {
-            "Image.BitmapPixelFormat": "Bgr8",
-            "Image.ColorSpaceGamma": "SRGB",
-            "Image.NominalPixelRange": "NominalRange_0_255",
-        },
-    )
-    onnx.checker.check_model(model)
-    serialised: bytes = model.SerializeToString()
-    return serialised
 
 
 class _Cells:
@@ -191,7 +164,7 @@ class _Cells:
         options = ort.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
-            _cell_graph().SerializeToString(), options, providers=["CPUExecutionProvider"]
+            cell_graph().SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
 
     def run(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -199,7 +172,7 @@ class _Cells:
         for start in range(0, len(images), 8):
             chunk = images[start : start + 8]
             batch = np.stack([to_tensor(image, _SPEC) for image in chunk])
-            result = self._session.run([_CELL_FEATURES], {"data": batch})[0]
+            result = self._session.run([CELL_FEATURES], {"data": batch})[0]
             out[start : start + len(chunk)] = result.transpose(0, 2, 3, 1)
         return out
 
@@ -314,8 +287,6 @@ def train_detector(
                     float(np.log(height * GRID)),
                 ]
             )
-    positives = max(1.0, objectness.sum())
-    weight = np.where(objectness > 0, weight * (weight.sum() - positives) / positives / 4.0, weight)
     w_obj, b_obj = _logistic(x, objectness[:, None], _L2_OBJECT, weight)
     centres = x[centre_rows]
     k = len(labels)

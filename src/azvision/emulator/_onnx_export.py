@@ -20,14 +20,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from azvision.backends._onnx_outputs import DEFAULT_ANCHORS, DEFAULT_IOU
-from azvision.emulator._cv_detector import DETECTOR_INPUT, DetectorHead, detector_model
+from azvision.emulator._cv_detector import CELL_FEATURES, DETECTOR_INPUT, GRID, DetectorHead, cell_graph
 from azvision.emulator._features import FEATURE_TENSOR, asset_bytes, backbone_bytes
 from azvision.emulator._head import LinearHead
 from azvision.emulator._preprocessing import INPUT_SIDE, SQUARE_SIDE
 
-__all__ = ["build_export_zip", "export_model_bytes"]
+__all__ = ["build_export_zip", "detector_model", "export_model_bytes"]
 
 _OUTPUT_TENSOR = "model_output"
+_DETECTOR_OUTPUT = "model_outputs0"
 _LICENSE_ASSET = "LICENSE"
 
 
@@ -145,6 +146,38 @@ def export_model_bytes(head: LinearHead) -> bytes:
         helper.make_tensor_value_info(_OUTPUT_TENSOR, TensorProto.FLOAT, [batch, len(head.labels)])
     )
     graph.name = "custom_vision_compact_classifier"
+    return _finish(model)
+
+
+def detector_model(head: DetectorHead) -> bytes:
+    """A detector's ``model.onnx``: backbone cell features → 1×1 Conv → ``model_outputs0``
+    ``[None, A·(5+C), 13, 13]`` (the compact YOLOv2 family, reference §3.2)."""
+    model = cell_graph()
+    graph = model.graph
+    channels = head.weights.shape[1]
+    kernel = head.weights.T.reshape(channels, head.weights.shape[0], 1, 1).astype(np.float32)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(kernel, "detector_head_weights"),
+            numpy_helper.from_array(head.bias.astype(np.float32), "detector_head_bias"),
+        ]
+    )
+    graph.node.append(
+        helper.make_node(
+            "Conv", [CELL_FEATURES, "detector_head_weights", "detector_head_bias"], [_DETECTOR_OUTPUT]
+        )
+    )
+    batch = graph.output[0].type.tensor_type.shape.dim[0].dim_param or "None"
+    del graph.output[:]
+    graph.output.append(
+        helper.make_tensor_value_info(_DETECTOR_OUTPUT, TensorProto.FLOAT, [batch, channels, GRID, GRID])
+    )
+    graph.name = "custom_vision_compact_detector"
+    return _finish(model)
+
+
+def _finish(model: onnx.ModelProto) -> bytes:
+    """Add the ``Image.*`` metadata_props that tell readers to feed BGR 0-255; check; serialise."""
     helper.set_model_props(
         model,
         {
@@ -160,26 +193,38 @@ def export_model_bytes(head: LinearHead) -> bytes:
 
 def _export_metadata(head: LinearHead | DetectorHead) -> dict[str, str]:
     if isinstance(head, DetectorHead):
-        return _detector_metadata()
-    crop_h = crop_w = INPUT_SIDE
-    side = str(SQUARE_SIDE)
-    method = "ClassificationMultiLabel" if head.multilabel else "ClassificationMultiClass"
-    return {
+        side = str(DETECTOR_INPUT)
+        specific = {
+            "CustomVision.Postprocess.Method": "Yolo",
+            "CustomVision.Postprocess.Yolo.Biases": json.dumps([v for pair in DEFAULT_ANCHORS for v in pair]),
+            "CustomVision.Postprocess.Yolo.NmsThreshold": str(DEFAULT_IOU),
+            "CustomVision.Preprocess.CropHeight": "0",
+            "CustomVision.Preprocess.CropMethod": "NoCrop",
+            "CustomVision.Preprocess.CropWidth": "0",
+            "CustomVision.Preprocess.ResizeMethod": "Stretch",
+        }
+    else:
+        side = str(SQUARE_SIDE)
+        specific = {
+            "CustomVision.Postprocess.Method": "ClassificationMultiLabel"
+            if head.multilabel
+            else "ClassificationMultiClass",
+            "CustomVision.Postprocess.Yolo.Biases": "[]",
+            "CustomVision.Postprocess.Yolo.NmsThreshold": "0.0",
+            "CustomVision.Preprocess.CropHeight": str(INPUT_SIDE),
+            "CustomVision.Preprocess.CropMethod": "OneCropCenter",
+            "CustomVision.Preprocess.CropWidth": str(INPUT_SIDE),
+            "CustomVision.Preprocess.ResizeMethod": "ByShorterSide",
+        }
+    common = {
         "CustomVision.Metadata.AdditionalModelInfo": "",
         "CustomVision.Metadata.Version": "1.2",
-        "CustomVision.Postprocess.Method": method,
-        "CustomVision.Postprocess.Yolo.Biases": "[]",
-        "CustomVision.Postprocess.Yolo.NmsThreshold": "0.0",
-        "CustomVision.Preprocess.CropHeight": str(crop_h),
-        "CustomVision.Preprocess.CropMethod": "OneCropCenter",
-        "CustomVision.Preprocess.CropWidth": str(crop_w),
         "CustomVision.Preprocess.MaxDimension": "0",
         "CustomVision.Preprocess.MaxScale": "0.0",
         "CustomVision.Preprocess.MinDimension": "0",
         "CustomVision.Preprocess.MinScale": "0.0",
         "CustomVision.Preprocess.NormalizeMean": "[0.0, 0.0, 0.0]",
         "CustomVision.Preprocess.NormalizeStd": "[1.0, 1.0, 1.0]",
-        "CustomVision.Preprocess.ResizeMethod": "ByShorterSide",
         "CustomVision.Preprocess.TargetHeight": side,
         "CustomVision.Preprocess.TargetWidth": side,
         # The real service writes these three values whatever the model expects (reference
@@ -188,32 +233,7 @@ def _export_metadata(head: LinearHead | DetectorHead) -> dict[str, str]:
         "Image.ColorSpaceGamma": "SRGB",
         "Image.NominalPixelRange": "Normalized_0_1",
     }
-
-
-def _detector_metadata() -> dict[str, str]:
-    side = str(DETECTOR_INPUT)
-    return {
-        "CustomVision.Metadata.AdditionalModelInfo": "",
-        "CustomVision.Metadata.Version": "1.2",
-        "CustomVision.Postprocess.Method": "Yolo",
-        "CustomVision.Postprocess.Yolo.Biases": json.dumps([v for pair in DEFAULT_ANCHORS for v in pair]),
-        "CustomVision.Postprocess.Yolo.NmsThreshold": str(DEFAULT_IOU),
-        "CustomVision.Preprocess.CropHeight": "0",
-        "CustomVision.Preprocess.CropMethod": "NoCrop",
-        "CustomVision.Preprocess.CropWidth": "0",
-        "CustomVision.Preprocess.MaxDimension": "0",
-        "CustomVision.Preprocess.MaxScale": "0.0",
-        "CustomVision.Preprocess.MinDimension": "0",
-        "CustomVision.Preprocess.MinScale": "0.0",
-        "CustomVision.Preprocess.NormalizeMean": "[0.0, 0.0, 0.0]",
-        "CustomVision.Preprocess.NormalizeStd": "[1.0, 1.0, 1.0]",
-        "CustomVision.Preprocess.ResizeMethod": "Stretch",
-        "CustomVision.Preprocess.TargetHeight": side,
-        "CustomVision.Preprocess.TargetWidth": side,
-        "Image.BitmapPixelFormat": "Rgb8",
-        "Image.ColorSpaceGamma": "SRGB",
-        "Image.NominalPixelRange": "Normalized_0_1",
-    }
+    return dict(sorted({**common, **specific}.items()))
 
 
 def _dotnet_utc(moment: datetime) -> str:
