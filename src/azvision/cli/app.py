@@ -17,7 +17,7 @@ import typer
 from .._errors import ConfigurationError, missing_extra
 from .._registry import known_backends
 from .._version import __version__
-from . import check, classify, evaluate
+from . import check, classify, compare, evaluate
 from ._output import error_line, usage_errors
 
 __all__ = ["app", "main"]
@@ -45,7 +45,8 @@ def _register_if_present(module_name: str) -> None:
 
 
 classify.register(app)  # azvision classify
-evaluate.register(app)  # azvision evaluate, azvision compare
+evaluate.register(app)  # azvision evaluate
+compare.register(app)  # azvision compare
 check.register(app)  # azvision check
 # ---- commands owned by other modules: register each with one line here -------------------------------
 _register_if_present("azvision.cli.train")  # azvision train  (src/azvision/cli/train.py)
