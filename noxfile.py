@@ -40,7 +40,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
     """The offline demo against the embedded emulator."""
-    session.install("-e", ".[all]")
+    session.install("-e", ".[demo]")
     session.run("azvision", "demo", *session.posargs)
 
 

@@ -26,6 +26,9 @@ def test_mkdocs_builds_strict(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     html = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "CustomVisionBackend" in html and "classify_many" in html
+    # Sphinx roles (`:class:`, `:meth:`…) are not markdown: mkdocstrings would print them as literal text.
+    for role in (":class:", ":meth:", ":func:", ":attr:", ":mod:", ":exc:", ":data:"):
+        assert role not in html, f"a docstring uses the Sphinx role {role}; write `name` instead"
     documented = [
         "azvision.emulator.Emulator",
         "azvision.emulator.EmulatorConfig",

@@ -132,7 +132,7 @@ def _emulator_type() -> type[Emulator]:
     try:
         from ..emulator._server import Emulator
     except ImportError as exc:
-        raise missing_extra(exc, what="the demo", extra="all") from exc
+        raise missing_extra(exc, what="the demo", extra="demo") from exc
     return Emulator
 
 
