@@ -34,21 +34,10 @@ RESOURCE_TPS = 10.0
 
 
 def _session(threads: int) -> Any:
-    from pyspark.sql import SparkSession
+    from azvision.spark import local_session
 
     os.environ["PYSPARK_PYTHON"] = sys.executable  # workers on this interpreter
-    session = (
-        SparkSession.builder.master(f"local[{threads}]")
-        .appName(f"azvision-bench-{threads}")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", str(threads))
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    return session
+    return local_session(threads, app_name=f"azvision-bench-{threads}")
 
 
 def _cv_options(emu: RemoteEmulator, lab: Lab) -> dict[str, Any]:

@@ -22,21 +22,10 @@ SLOTS = 2
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """``local[2]``, no UI, Python workers on this interpreter (they import the azvision under test)."""
-    from pyspark.sql import SparkSession
+    from azvision.spark import local_session
 
-    # pyspark starts its Python workers with $PYSPARK_PYTHON (else "python3", another interpreter)
+    # pyspark starts its Python workers with $PYSPARK_PYTHON: this interpreter, whatever the environment says
     os.environ["PYSPARK_PYTHON"] = sys.executable
-
-    session = (
-        SparkSession.builder.master(f"local[{SLOTS}]")
-        .appName("azvision-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", str(SLOTS))
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
+    session = local_session(SLOTS, app_name="azvision-tests")
     yield session
     session.stop()

@@ -88,3 +88,12 @@ def test_a_missing_model_fails_on_the_driver(spark: Any, tmp_path: Path) -> None
     df = spark.createDataFrame([("x.png",)], "path string")
     with pytest.raises(ConfigurationError, match="does not exist"):
         classify(df, "path", backend="onnx", options={"model_path": str(tmp_path / "gone.zip")})
+
+
+def test_each_task_runs_its_session_on_its_own_cores(export_zip: Path) -> None:
+    from azvision import ConfigurationError, OnnxBackend
+
+    with OnnxBackend(export_zip, threads=1) as clf:
+        assert clf._session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(ConfigurationError, match="threads must be at least 1"):
+        OnnxBackend(export_zip, threads=0)

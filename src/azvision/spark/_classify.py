@@ -132,12 +132,16 @@ def classify(
     reserved = [k for k in _RESERVED if k in given]
     if reserved:
         raise ConfigurationError(f"pass {reserved[0]} to classify, not in options: it is split by task")
+    context, conf, master, parallelism = _spark_facts(df)
+    slots = concurrent_tasks(conf, master, default_parallelism=parallelism)
+    if name == "onnx":  # a task runs on its own cores, not on every core of the executor
+        given.setdefault("threads", max(1, int(conf.get("spark.task.cpus", "1"))))
+    if conf.get("spark.speculation", "false").lower() == "true":
+        _log.warning("spark.speculation is on: duplicate tasks call the service again, outside the quota")
     planned = _resources(name, given, max_rps, resources)
     for resource_options, _ in planned:  # a wrong option fails here, before any row is sent
         create_classifier(name, **resource_options).close()
 
-    context, conf, master, parallelism = _spark_facts(df)
-    slots = concurrent_tasks(conf, master, default_parallelism=parallelism)
     current = df.rdd.getNumPartitions()
     count = partitions or planned_partitions(current, slots)
     if count != current:
