@@ -77,6 +77,20 @@ def _share_429(counts: dict[str, int]) -> float:
     return counts.get("429", 0) / total if total else 0.0
 
 
+def _identity(batches: Iterator[Any]) -> Iterator[Any]:
+    yield from batches
+
+
+def _fixed_cost(df: Any) -> float:
+    """Median seconds of a job that sends the same partitions through a mapInPandas doing nothing."""
+    runs = []
+    for _ in range(4):
+        with wall_clock() as elapsed:
+            df.mapInPandas(_identity, df.schema).collect()
+        runs.append(elapsed[0])
+    return sorted(runs[1:])[1]  # the first starts the Python workers
+
+
 def _unshared(options: dict[str, Any], limit: float) -> Callable[[Iterator[Any]], Iterator[Any]]:
     """The per-partition client: every task its own ``classify_many`` at the full ``limit``."""
 
@@ -110,6 +124,7 @@ def _cloud(lab: Lab) -> list[Result]:
     try:
         df = spark.createDataFrame([(p,) for p in lab.image_files(n)], "path string").repartition(4).cache()
         df.count()
+        fixed = _fixed_cost(df)
         warm = spark.createDataFrame([(p,) for p in lab.image_files(8)], "path string")
         with (
             lab.emulator(latency_ms=LATENCY_MS, rate_limit_tps=QUOTA_TPS) as emu,
@@ -145,6 +160,12 @@ def _cloud(lab: Lab) -> list[Result]:
             base_rate = (n - base["failed"]) / base_seconds
         note = f"{n} rows, local[4], quota {QUOTA_TPS:g} TPS, {LATENCY_MS} ms; server saw {counts}"
         results += [
+            Result(
+                "spark: fixed cost of a job (identity mapInPandas)",
+                fixed,
+                "s",
+                note="the same 4 partitions through a mapInPandas that returns its input: Spark's own start and end",
+            ),
             Result(
                 "spark max_rps=20: throughput",
                 rate,
