@@ -77,12 +77,12 @@ def _share_429(counts: dict[str, int]) -> float:
     return counts.get("429", 0) / total if total else 0.0
 
 
-def _identity(batches: Iterator[Any]) -> Iterator[Any]:
-    yield from batches
-
-
 def _fixed_cost(df: Any) -> float:
     """Median seconds of a job that sends the same partitions through a mapInPandas doing nothing."""
+
+    def _identity(batches: Iterator[Any]) -> Iterator[Any]:  # nested: pickled by value for the workers
+        yield from batches
+
     runs = []
     for _ in range(4):
         with wall_clock() as elapsed:
