@@ -165,3 +165,18 @@ def test_keys_stay_out_of_the_plan(spark: Any, azvision_emulator: Emulator) -> N
     plan = out._jdf.queryExecution().toString()
     assert "MapInPandas" in plan
     assert azvision_emulator.vision_key not in plan
+
+
+def test_missing_options_come_from_the_drivers_environment(
+    spark: Any, azvision_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azvision.spark import classify
+
+    # the Python workers started before these were set: only the driver sees them
+    monkeypatch.setenv("VISION_ENDPOINT", azvision_emulator.endpoint)
+    monkeypatch.setenv("VISION_KEY", azvision_emulator.vision_key)
+    df = spark.createDataFrame([(_image(i),) for i in range(4)], "content binary")
+    rows = classify(df, "content", backend="image_analysis").collect()
+
+    assert [r.error for r in rows] == [None] * 4
+    assert _stats(azvision_emulator) == {"200": 4}

@@ -77,8 +77,13 @@ def _resources(
 
 
 def _spark_facts(df: DataFrame) -> tuple[Any, dict[str, str], str, int]:
-    spark = df.sparkSession
-    context = spark.sparkContext
+    try:
+        context = df.sparkSession.sparkContext
+    except Exception as exc:  # Spark Connect has no SparkContext on the client
+        raise ConfigurationError(
+            "azvision.spark needs a classic Spark session with a SparkContext (Spark Connect is not "
+            f"supported yet): {type(exc).__name__}: {exc}"
+        ) from exc
     conf = dict(context.getConf().getAll())
     return context, conf, str(context.master), int(context.defaultParallelism)
 
