@@ -180,3 +180,23 @@ def test_missing_options_come_from_the_drivers_environment(
 
     assert [r.error for r in rows] == [None] * 4
     assert _stats(azvision_emulator) == {"200": 4}
+
+
+def test_with_a_checkpoint_a_second_run_sends_nothing(
+    spark: Any, azvision_emulator: Emulator, tmp_path: Path
+) -> None:
+    from azvision.spark import classify
+
+    df = spark.createDataFrame([(_image(i),) for i in range(10)] + [(b"junk",)], "content binary")
+    options = _options(azvision_emulator)
+    first = classify(
+        df, "content", backend="image_analysis", options=options, checkpoint_dir=tmp_path
+    ).collect()
+    assert _stats(azvision_emulator) == {"200": 10}
+    again = classify(
+        df, "content", backend="image_analysis", options=options, checkpoint_dir=tmp_path
+    ).collect()
+
+    assert _stats(azvision_emulator) == {"200": 10}  # every answer came from the checkpoint
+    assert sorted(map(str, again)) == sorted(map(str, first))
+    assert sum(r.error is not None for r in again) == 1  # the bad row is an error row both times

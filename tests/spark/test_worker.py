@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from azvision.emulator import Emulator
 from azvision.spark._ship import Shipped
 from azvision.spark._worker import PartitionJob, Resource, image_of, worker_backend
+from tests.conftest import make_png
 from tests.integration.conftest import SHAPES, shape_image
+from tests.spark.test_classify import _stats
 
 
 def _job(options: dict[str, object]) -> PartitionJob:
@@ -65,3 +68,34 @@ def test_path_cells() -> None:
     assert image_of(float("nan"), "p").message == "the 'p' column is null in this row"
     assert "holds a int" in image_of(3, "p").message
     assert repr(_job({"key": "s3cret", "model_path": Shipped("m.zip")})).count("s3cret") == 0
+
+
+def _ia_job(emulator: Emulator, checkpoint: Path) -> PartitionJob:
+    options = {"endpoint": emulator.endpoint, "key": emulator.vision_key}
+    return PartitionJob(
+        "image_analysis", (Resource(options),), "content", "prediction", "error", str(checkpoint)
+    )
+
+
+def test_a_rerun_answers_checkpointed_rows_without_sending_them(
+    azvision_emulator: Emulator, tmp_path: Path
+) -> None:
+    images = [make_png(size=(64, 64), color=(i, 100, 200)) for i in range(30)]
+    batches = [pd.DataFrame({"content": images[i : i + 10]}) for i in range(0, 30, 10)]
+
+    # an attempt killed after its first batch: what it answered is kept, line by line
+    killed = _ia_job(azvision_emulator, tmp_path)(iter(batches))
+    first = next(killed)
+    killed.close()
+    sent_before = _stats(azvision_emulator).get("200", 0)
+    kept = sum(len(f.read_text().splitlines()) for f in tmp_path.glob("part-00000-*.jsonl"))
+    assert kept == 10 <= sent_before
+
+    rerun = pd.concat(list(_ia_job(azvision_emulator, tmp_path)(iter(batches))), ignore_index=True)
+    assert len(rerun) == 30 and all(e is None for e in rerun["error"])
+    assert list(rerun["prediction"][:10]) == list(first["prediction"])  # the kept answers, as they were
+    assert _stats(azvision_emulator)["200"] == sent_before + (30 - kept)  # only the rest was sent
+
+    again = pd.concat(list(_ia_job(azvision_emulator, tmp_path)(iter(batches))), ignore_index=True)
+    assert _stats(azvision_emulator)["200"] == sent_before + (30 - kept)  # nothing more
+    assert list(again["prediction"]) == list(rerun["prediction"])

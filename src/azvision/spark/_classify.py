@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +101,7 @@ def classify(
     output_col: str = "prediction",
     error_col: str = "error",
     partitions: int | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> DataFrame:
     """Classify every image of a DataFrame column on the executors: ``df`` plus a result and an error column.
 
@@ -114,6 +117,11 @@ def classify(
     task's rows over several Azure resources in proportion to their quotas, each under its own. The
     DataFrame is repartitioned to a multiple of the task slots (or to ``partitions``), so the quota is
     used to the last task.
+
+    ``checkpoint_dir`` (a folder every executor reads and writes: local in local mode, a ``/dbfs``,
+    ``/Volumes`` or lakehouse mount on a cluster) keeps each answered row as it comes: a task run again
+    (Spark's retry, a lost executor, the same job run again) answers those rows from it instead of sending
+    them again, so they are not billed twice. Failed rows are not kept; they are tried again.
 
     The result has one row per input row, with the input columns, ``output_col`` (label, confidence,
     labels, backend, model, source, caption; null when the row failed) and ``error_col`` (type, message,
@@ -167,5 +175,11 @@ def classify(
         master,
         ", ".join("unlimited" if r.share is None else f"{r.share:.3g} rps" for r in job_resources),
     )
-    job = PartitionJob(name, job_resources, input_col, output_col, error_col)
+    folder = None
+    if checkpoint_dir is not None:
+        run = hashlib.sha256(
+            pickle.dumps((name, input_col, [sorted(r.options.items()) for r in job_resources]))
+        )
+        folder = os.path.join(os.fspath(checkpoint_dir), f"run-{run.hexdigest()[:16]}")
+    job = PartitionJob(name, job_resources, input_col, output_col, error_col, folder)
     return df.mapInPandas(job, result_schema(df.schema, output_col, error_col))
