@@ -131,9 +131,12 @@ def test_a_service_failure_is_an_error_row_with_the_services_code(
     assert _stats(azvision_emulator).get("401", 0) < 40
 
 
-def test_bad_arguments_fail_on_the_driver_before_any_call(spark: Any, azvision_emulator: Emulator) -> None:
+def test_bad_arguments_fail_on_the_driver_before_any_call(
+    spark: Any, azvision_emulator: Emulator, tmp_path: Path
+) -> None:
     from azvision.spark import classify
 
+    (tmp_path / "a-file").write_text("not a folder")
     df = spark.createDataFrame([(_image(0), 1)], "content binary, n int")
     cases: list[tuple[dict[str, Any], str]] = [
         ({"input_col": "nope"}, "not a column"),
@@ -144,6 +147,7 @@ def test_bad_arguments_fail_on_the_driver_before_any_call(spark: Any, azvision_e
         ({"max_rps": 0}, "max_rps must be a positive number"),
         ({"resources": []}, "resources is empty"),
         ({"options": {**_options(azvision_emulator), "max_rps": 3}}, "not in options"),
+        ({"checkpoint_dir": tmp_path / "a-file" / "checkpoints"}, "checkpoint_dir"),
     ]
     for override, message in cases:
         arguments: dict[str, Any] = {

@@ -99,3 +99,15 @@ def test_a_rerun_answers_checkpointed_rows_without_sending_them(
     again = pd.concat(list(_ia_job(azvision_emulator, tmp_path)(iter(batches))), ignore_index=True)
     assert _stats(azvision_emulator)["200"] == sent_before + (30 - kept)  # nothing more
     assert list(again["prediction"]) == list(rerun["prediction"])
+
+
+def test_a_checkpoint_that_cannot_be_written_costs_calls_not_the_task(
+    azvision_emulator: Emulator, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    batches = [pd.DataFrame({"content": [make_png(size=(64, 64)), None]})]
+    (out,) = _ia_job(azvision_emulator, blocked / "run")(iter(batches))
+
+    assert out["error"][0] is None and out["prediction"][0]["label"]
+    assert out["error"][1]["type"] == "InvalidImageError"

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["Checkpoint", "cell_key"]
+
+_log = logging.getLogger("azvision.spark")
 
 
 def cell_key(cell: object) -> str:
@@ -40,9 +43,12 @@ class Checkpoint:
         self.prefix = f"part-{partition:05d}-"
         self.known: dict[str, dict[str, Any]] = {}
         self._out: IO[str] | None = None
-        if self.folder.is_dir():
+        self._broken = False
+        try:
             for earlier in sorted(self.folder.glob(f"{self.prefix}*.jsonl")):
                 self._read(earlier)
+        except OSError as exc:  # a checkpoint that cannot be read costs calls, never the task
+            _log.warning("cannot read the checkpoint %s: %s", self.folder, exc)
 
     def _read(self, path: Path) -> None:
         with path.open(encoding="utf-8") as lines:
@@ -58,14 +64,19 @@ class Checkpoint:
         return self.known.get(key)
 
     def put(self, key: str, prediction: dict[str, Any]) -> None:
-        """Keep an answer (one flushed line)."""
-        if self._out is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._out = (self.folder / f"{self.prefix}{uuid.uuid4().hex[:12]}.jsonl").open(
-                "a", encoding="utf-8"
-            )
-        self._out.write(json.dumps({"key": key, "prediction": prediction}) + "\n")
-        self._out.flush()
+        """Keep an answer (one flushed line); a checkpoint that cannot be written is given up, not fatal."""
+        if self._broken:
+            return
+        try:
+            if self._out is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                path = self.folder / f"{self.prefix}{uuid.uuid4().hex[:12]}.jsonl"  # one file an attempt
+                self._out = path.open("a", encoding="utf-8")
+            self._out.write(json.dumps({"key": key, "prediction": prediction}) + "\n")
+            self._out.flush()
+        except OSError as exc:
+            self._broken = True
+            _log.warning("cannot write the checkpoint %s, going on without it: %s", self.folder, exc)
 
     def close(self) -> None:
         """Close this attempt's file."""

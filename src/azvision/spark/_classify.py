@@ -176,10 +176,14 @@ def classify(
         ", ".join("unlimited" if r.share is None else f"{r.share:.3g} rps" for r in job_resources),
     )
     folder = None
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None:  # the same backend and options on the same column: the same run
         run = hashlib.sha256(
             pickle.dumps((name, input_col, [sorted(r.options.items()) for r in job_resources]))
         )
         folder = os.path.join(os.fspath(checkpoint_dir), f"run-{run.hexdigest()[:16]}")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"checkpoint_dir {checkpoint_dir}: {exc.strerror or exc}") from exc
     job = PartitionJob(name, job_resources, input_col, output_col, error_col, folder)
     return df.mapInPandas(job, result_schema(df.schema, output_col, error_col))
