@@ -131,9 +131,12 @@ def test_a_service_failure_is_an_error_row_with_the_services_code(
     assert _stats(azvision_emulator).get("401", 0) < 40
 
 
-def test_bad_arguments_fail_on_the_driver_before_any_call(spark: Any, azvision_emulator: Emulator) -> None:
+def test_bad_arguments_fail_on_the_driver_before_any_call(
+    spark: Any, azvision_emulator: Emulator, tmp_path: Path
+) -> None:
     from azvision.spark import classify
 
+    (tmp_path / "a-file").write_text("not a folder")
     df = spark.createDataFrame([(_image(0), 1)], "content binary, n int")
     cases: list[tuple[dict[str, Any], str]] = [
         ({"input_col": "nope"}, "not a column"),
@@ -144,6 +147,7 @@ def test_bad_arguments_fail_on_the_driver_before_any_call(spark: Any, azvision_e
         ({"max_rps": 0}, "max_rps must be a positive number"),
         ({"resources": []}, "resources is empty"),
         ({"options": {**_options(azvision_emulator), "max_rps": 3}}, "not in options"),
+        ({"checkpoint_dir": tmp_path / "a-file" / "checkpoints"}, "checkpoint_dir"),
     ]
     for override, message in cases:
         arguments: dict[str, Any] = {
@@ -165,3 +169,38 @@ def test_keys_stay_out_of_the_plan(spark: Any, azvision_emulator: Emulator) -> N
     plan = out._jdf.queryExecution().toString()
     assert "MapInPandas" in plan
     assert azvision_emulator.vision_key not in plan
+
+
+def test_missing_options_come_from_the_drivers_environment(
+    spark: Any, azvision_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azvision.spark import classify
+
+    # the Python workers started before these were set: only the driver sees them
+    monkeypatch.setenv("VISION_ENDPOINT", azvision_emulator.endpoint)
+    monkeypatch.setenv("VISION_KEY", azvision_emulator.vision_key)
+    df = spark.createDataFrame([(_image(i),) for i in range(4)], "content binary")
+    rows = classify(df, "content", backend="image_analysis").collect()
+
+    assert [r.error for r in rows] == [None] * 4
+    assert _stats(azvision_emulator) == {"200": 4}
+
+
+def test_with_a_checkpoint_a_second_run_sends_nothing(
+    spark: Any, azvision_emulator: Emulator, tmp_path: Path
+) -> None:
+    from azvision.spark import classify
+
+    df = spark.createDataFrame([(_image(i),) for i in range(10)] + [(b"junk",)], "content binary")
+    options = _options(azvision_emulator)
+    first = classify(
+        df, "content", backend="image_analysis", options=options, checkpoint_dir=tmp_path
+    ).collect()
+    assert _stats(azvision_emulator) == {"200": 10}
+    again = classify(
+        df, "content", backend="image_analysis", options=options, checkpoint_dir=tmp_path
+    ).collect()
+
+    assert _stats(azvision_emulator) == {"200": 10}  # every answer came from the checkpoint
+    assert sorted(map(str, again)) == sorted(map(str, first))
+    assert sum(r.error is not None for r in again) == 1  # the bad row is an error row both times

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import SHAPES, shape_image
+from tests.spark.conftest import ITERATION_ID
 
 pytestmark = pytest.mark.slow
-
-ITERATION_ID = "5e0c3b7a-2d41-4f6e-9b8a-1c2d3e4f5a6b"
-
-
-@pytest.fixture(scope="module")
-def export_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A compact-classifier export trained by the emulator's learner on three shapes."""
-    from azvision.emulator._features import get_feature_extractor
-    from azvision.emulator._head import train_head
-    from azvision.emulator._onnx_export import build_export_zip
-
-    images = [shape_image(kind, i) for kind in SHAPES for i in range(12)]
-    targets = [[index] for index, _ in enumerate(SHAPES) for _ in range(12)]
-    head = train_head(get_feature_extractor().features(images), targets, list(SHAPES))
-    path = tmp_path_factory.mktemp("export") / "model.zip"
-    path.write_bytes(
-        build_export_zip(
-            head, iteration_id=ITERATION_ID, exported_at=datetime(2026, 1, 1, tzinfo=timezone.utc)
-        )
-    )
-    return path
 
 
 def _loads_per_worker(batches: Iterator[Any]) -> Iterator[Any]:
@@ -88,3 +67,12 @@ def test_a_missing_model_fails_on_the_driver(spark: Any, tmp_path: Path) -> None
     df = spark.createDataFrame([("x.png",)], "path string")
     with pytest.raises(ConfigurationError, match="does not exist"):
         classify(df, "path", backend="onnx", options={"model_path": str(tmp_path / "gone.zip")})
+
+
+def test_each_task_runs_its_session_on_its_own_cores(export_zip: Path) -> None:
+    from azvision import ConfigurationError, OnnxBackend
+
+    with OnnxBackend(export_zip, threads=1) as clf:
+        assert clf._session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(ConfigurationError, match="threads must be at least 1"):
+        OnnxBackend(export_zip, threads=0)

@@ -5,6 +5,8 @@ Counts come from the emulator's ``/_emulator/stats``: 429s it answered, requests
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +28,23 @@ def test_the_job_quota_is_split_over_the_running_tasks(spark: Any, azvision_emul
     assert len(rows) == 40
     assert all(r.error is None for r in rows), {r.error for r in rows}
     assert _stats(azvision_emulator) == {"200": 40}  # two tasks at 2/s each: the emulator never said 429
+
+    # the same rows with each partition at the full 4/s of its own: the tasks overrun the quota together
+    options = _options(azvision_emulator)
+
+    def unshared(batches: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        from azvision import ImageAnalysisBackend
+
+        with ImageAnalysisBackend(**options) as clf:
+            for batch in batches:
+                done = list(clf.classify_many(list(batch["content"]), max_rps=4))
+                yield pd.DataFrame({"ok": [not isinstance(o, Exception) for o in done]})
+
+    time.sleep(1.5)  # the token bucket refills
+    df.repartition(2).mapInPandas(unshared, "ok boolean").collect()
+    assert _stats(azvision_emulator).get("429", 0) > 0
 
 
 @pytest.mark.azvision_emulator(rate_limit_tps=2)

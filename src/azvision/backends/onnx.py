@@ -74,7 +74,9 @@ def _ort_error(exc: Exception, *, model: str, loading: bool, timed_out: bool = F
     return ServiceError(f"onnxruntime failed running {model}: {detail}", backend=_NAME)
 
 
-def _open_session(model: bytes, name: str, providers: Iterable[Provider] | None) -> Any:
+def _open_session(
+    model: bytes, name: str, providers: Iterable[Provider] | None, threads: int | None = None
+) -> Any:
     chosen = list(providers) if providers is not None else ["CPUExecutionProvider"]
     available = ort.get_available_providers()
     unknown = [p for p in (p if isinstance(p, str) else p[0] for p in chosen) if p not in available]
@@ -85,7 +87,8 @@ def _open_session(model: bytes, name: str, providers: Iterable[Provider] | None)
     options = ort.SessionOptions()
     # One chunk runs at a time, on every core this process may use. No spinning: the thread decoding the
     # next chunk (and everything else on a small machine) gets the CPU back as soon as a run ends.
-    options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    options.intra_op_num_threads = threads or cores
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
@@ -105,7 +108,8 @@ class OnnxBackend(BaseBackend):
     ``batch_size`` images (default 16) go through one ``session.run`` where the model has a batch
     dimension (legacy ZipMap and S1 detector models run one image at a time); ``concurrency`` is accepted
     for the :class:`~azvision.Classifier` protocol, as one chunk runs at a time on all cores while the
-    next is decoded. ``timeout`` stops one ``session.run``.
+    next is decoded. ``threads`` caps the threads a ``session.run`` uses (default: every core this process
+    may use; a Spark task sets it to its ``spark.task.cpus``). ``timeout`` stops one ``session.run``.
 
     Example:
         >>> clf = OnnxBackend("export/", threshold=0.05)  # doctest: +SKIP
@@ -128,6 +132,7 @@ class OnnxBackend(BaseBackend):
         labels_path: str | os.PathLike[str] | None = None,
         providers: Iterable[Provider] | None = None,
         batch_size: int | None = None,
+        threads: int | None = None,
         threshold: float = 0.0,
         max_rps: float | None = None,
         retry: RetryPolicy | None = None,
@@ -139,6 +144,8 @@ class OnnxBackend(BaseBackend):
             raise ConfigurationError(f"threshold must be in [0, 1], got {threshold}", backend=_NAME)
         if batch_size is not None and batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}", backend=_NAME)
+        if threads is not None and threads < 1:
+            raise ConfigurationError(f"threads must be at least 1, got {threads}", backend=_NAME)
         given = os.fspath(model_path) if model_path is not None else None
         path = Path(str(setting(given, arg="model_path", env=ENV.get(_NAME, {}).get("model_path"))))
         path = path.expanduser()
@@ -147,7 +154,7 @@ class OnnxBackend(BaseBackend):
         export = read_export(path, Path(labels_path).expanduser() if labels_path is not None else None)
         #: ``Prediction.model``: the export's iteration id, else the file or folder name.
         self.model_name: str = export.name
-        self._session: Any = _open_session(export.model, export.name, providers)
+        self._session: Any = _open_session(export.model, export.name, providers, threads)
         model_input = self._session.get_inputs()[0]
         family, self._outputs = output_family(
             [(o.name, o.type, o.shape) for o in self._session.get_outputs()]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -77,8 +79,13 @@ def _resources(
 
 
 def _spark_facts(df: DataFrame) -> tuple[Any, dict[str, str], str, int]:
-    spark = df.sparkSession
-    context = spark.sparkContext
+    try:
+        context = df.sparkSession.sparkContext
+    except Exception as exc:  # Spark Connect has no SparkContext on the client
+        raise ConfigurationError(
+            "azvision.spark needs a classic Spark session with a SparkContext (Spark Connect is not "
+            f"supported yet): {type(exc).__name__}: {exc}"
+        ) from exc
     conf = dict(context.getConf().getAll())
     return context, conf, str(context.master), int(context.defaultParallelism)
 
@@ -94,6 +101,7 @@ def classify(
     output_col: str = "prediction",
     error_col: str = "error",
     partitions: int | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> DataFrame:
     """Classify every image of a DataFrame column on the executors: ``df`` plus a result and an error column.
 
@@ -109,6 +117,11 @@ def classify(
     task's rows over several Azure resources in proportion to their quotas, each under its own. The
     DataFrame is repartitioned to a multiple of the task slots (or to ``partitions``), so the quota is
     used to the last task.
+
+    ``checkpoint_dir`` (a folder every executor reads and writes: local in local mode, a ``/dbfs``,
+    ``/Volumes`` or lakehouse mount on a cluster) keeps each answered row as it comes: a task run again
+    (Spark's retry, a lost executor, the same job run again) answers those rows from it instead of sending
+    them again, so they are not billed twice. Failed rows are not kept; they are tried again.
 
     The result has one row per input row, with the input columns, ``output_col`` (label, confidence,
     labels, backend, model, source, caption; null when the row failed) and ``error_col`` (type, message,
@@ -132,12 +145,16 @@ def classify(
     reserved = [k for k in _RESERVED if k in given]
     if reserved:
         raise ConfigurationError(f"pass {reserved[0]} to classify, not in options: it is split by task")
+    context, conf, master, parallelism = _spark_facts(df)
+    slots = concurrent_tasks(conf, master, default_parallelism=parallelism)
+    if name == "onnx":  # a task runs on its own cores, not on every core of the executor
+        given.setdefault("threads", max(1, int(conf.get("spark.task.cpus", "1"))))
+    if conf.get("spark.speculation", "false").lower() == "true":
+        _log.warning("spark.speculation is on: duplicate tasks call the service again, outside the quota")
     planned = _resources(name, given, max_rps, resources)
     for resource_options, _ in planned:  # a wrong option fails here, before any row is sent
         create_classifier(name, **resource_options).close()
 
-    context, conf, master, parallelism = _spark_facts(df)
-    slots = concurrent_tasks(conf, master, default_parallelism=parallelism)
     current = df.rdd.getNumPartitions()
     count = partitions or planned_partitions(current, slots)
     if count != current:
@@ -158,5 +175,15 @@ def classify(
         master,
         ", ".join("unlimited" if r.share is None else f"{r.share:.3g} rps" for r in job_resources),
     )
-    job = PartitionJob(name, job_resources, input_col, output_col, error_col)
+    folder = None
+    if checkpoint_dir is not None:  # the same backend and options on the same column: the same run
+        run = hashlib.sha256(
+            pickle.dumps((name, input_col, [sorted(r.options.items()) for r in job_resources]))
+        )
+        folder = os.path.join(os.fspath(checkpoint_dir), f"run-{run.hexdigest()[:16]}")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"checkpoint_dir {checkpoint_dir}: {exc.strerror or exc}") from exc
+    job = PartitionJob(name, job_resources, input_col, output_col, error_col, folder)
     return df.mapInPandas(job, result_schema(df.schema, output_col, error_col))

@@ -34,6 +34,7 @@ from .._images import ImageLike
 from .._models import Prediction
 from .._protocol import Classifier
 from .._registry import create_classifier
+from ._checkpoint import Checkpoint, cell_key
 from ._quota import Dealer
 from ._schema import error_record, prediction_record
 from ._ship import resolve
@@ -153,14 +154,29 @@ def _spread(
 
 
 @dataclass(frozen=True)
+class _Known:
+    """A row an earlier attempt answered (from the checkpoint): not sent again."""
+
+    record: dict[str, Any]
+
+
+_Cell = ImageLike | InvalidImageError | _Known
+_Answer = Prediction | AzVisionError | _Known
+
+
+@dataclass(frozen=True)
 class PartitionJob:
-    """``mapInPandas``'s function: classifies one partition's batches, one result row per input row."""
+    """``mapInPandas``'s function: classifies one partition's batches, one result row per input row.
+
+    ``checkpoint`` is this run's folder of answers kept per partition (see ``_checkpoint``), or ``None``.
+    """
 
     backend: str
     resources: tuple[Resource, ...]
     input_col: str
     output_col: str
     error_col: str
+    checkpoint: str | None = None
 
     def __repr__(self) -> str:  # the options hold keys: never show them
         return f"PartitionJob({self.backend!r}, {len(self.resources)} resource(s), input {self.input_col!r})"
@@ -177,26 +193,35 @@ class PartitionJob:
             raise AzVisionError(f"the {self.backend!r} backend cannot spread rows over several resources")
         return _spread(spread, images)
 
+    def _cell(self, value: object, checkpoint: Checkpoint | None) -> _Cell:
+        cell = image_of(value, self.input_col)
+        if checkpoint is not None and not isinstance(cell, InvalidImageError):
+            known = checkpoint.get(cell_key(value))
+            if known is not None:
+                return _Known(known)
+        return cell
+
     def __call__(self, batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        _warn_if_retried()
+        partition = _partition_and_warn()
+        checkpoint = Checkpoint(self.checkpoint, partition) if self.checkpoint else None
         source = iter(batches)
-        pending: deque[tuple[pd.DataFrame, list[ImageLike | InvalidImageError]]] = deque()
-        unfed: deque[list[ImageLike | InvalidImageError]] = deque()
+        pending: deque[tuple[pd.DataFrame, list[_Cell]]] = deque()
+        unfed: deque[list[_Cell]] = deque()
 
         def read() -> bool:
             batch = next(source, None)
             if batch is None:
                 return False
-            cells = [image_of(value, self.input_col) for value in batch[self.input_col]]
+            cells = [self._cell(value, checkpoint) for value in batch[self.input_col]]
             pending.append((batch, cells))
             unfed.append(cells)
             return True
 
         def fed() -> Iterator[ImageLike]:
-            # The engine reads ahead of the rows being answered; bad cells never reach it.
+            # The engine reads ahead of the rows being answered; bad and known cells never reach it.
             while unfed or read():
                 for cell in unfed.popleft():
-                    if not isinstance(cell, InvalidImageError):
+                    if not isinstance(cell, (InvalidImageError, _Known)):
                         yield cell
 
         failure: AzVisionError | None = None
@@ -204,35 +229,47 @@ class PartitionJob:
             outcomes: Iterator[_Outcome] = self._engine(fed())
         except AzVisionError as exc:  # the backend cannot be built here: every row says why
             outcomes, failure = iter(()), exc
-        while pending or read():
-            batch, cells = pending.popleft()
-            answers: list[_Outcome] = []
-            for cell in cells:
-                if isinstance(cell, InvalidImageError):
-                    answers.append(cell)
-                else:
-                    answers.append(failure or next(outcomes))
-            yield self._with_results(batch, answers)
-        close = getattr(outcomes, "close", None)
-        if close is not None:
-            close()
+        try:
+            while pending or read():
+                batch, cells = pending.popleft()
+                answers: list[_Answer] = []
+                for value, cell in zip(batch[self.input_col], cells, strict=True):
+                    if isinstance(cell, (InvalidImageError, _Known)):
+                        answers.append(cell)
+                        continue
+                    answer = failure or next(outcomes)
+                    if checkpoint is not None and isinstance(answer, Prediction):
+                        checkpoint.put(cell_key(value), prediction_record(answer))
+                    answers.append(answer)
+                yield self._with_results(batch, answers)
+        finally:
+            close = getattr(outcomes, "close", None)
+            if close is not None:
+                close()
+            if checkpoint is not None:
+                checkpoint.close()
 
-    def _with_results(self, batch: pd.DataFrame, answers: list[_Outcome]) -> pd.DataFrame:
+    def _with_results(self, batch: pd.DataFrame, answers: list[_Answer]) -> pd.DataFrame:
         batch = batch.copy(deep=False)
         batch[self.output_col] = [
-            prediction_record(a) if isinstance(a, Prediction) else None for a in answers
+            prediction_record(a) if isinstance(a, Prediction) else a.record if isinstance(a, _Known) else None
+            for a in answers
         ]
         batch[self.error_col] = [error_record(a) if isinstance(a, AzVisionError) else None for a in answers]
         return batch
 
 
-def _warn_if_retried() -> None:
+def _partition_and_warn() -> int:
+    """This task's partition index (0 outside Spark); a warning when it is not the first attempt."""
     from pyspark import TaskContext
 
     context = TaskContext.get()
-    if context is not None and context.attemptNumber() > 0:
+    if context is None:
+        return 0
+    if context.attemptNumber() > 0:
         _log.warning(
-            "partition %d runs again (attempt %d): its rows are sent to the service again, and billed again",
+            "partition %d runs again (attempt %d): rows not in a checkpoint are sent, and billed, again",
             context.partitionId(),
             context.attemptNumber() + 1,
         )
+    return context.partitionId()
