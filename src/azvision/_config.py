@@ -1,7 +1,7 @@
 """Settings resolution: explicit argument first, then the environment variable the Azure samples use.
 
-Keys are wrapped in :class:`Secret` at once, so they cannot leak through ``repr``, ``str`` or logs; a
-service that quotes a key back (raw, ``repr``-escaped or URL-encoded) is masked by :func:`redact`.
+Keys are wrapped in `Secret` at once, so they cannot leak through ``repr``, ``str`` or logs; a
+service that quotes a key back (raw, ``repr``-escaped or URL-encoded) is masked by `redact`.
 
 Example:
     >>> import os
@@ -59,7 +59,7 @@ class Secret:
     """A key or token that never shows itself: ``repr``/``str`` print ``'***'``; ``.get()`` reveals it.
 
     Surrounding whitespace is stripped (a key file saved with Windows line endings ends in ``\\r\\n``); any
-    other control character is a :class:`ConfigurationError` whose message does not show the key.
+    other control character is a `ConfigurationError` whose message does not show the key.
 
     Example:
         >>> s = Secret("abc123\\r\\n")
@@ -123,7 +123,7 @@ def _lower_hex(encoded: str) -> str:
 
 
 def redact(text: str, secrets: Iterable[Secret | str]) -> str:
-    """``text`` with every form of every secret (see :meth:`Secret.forms`) replaced by ``***``.
+    """``text`` with every form of every secret (see `Secret.forms`) replaced by ``***``.
 
     The one redaction function: backends apply it to error messages, the CLI to everything it prints.
     Plain strings are taken as given and stripped (a raw ``--key`` value may still end in ``\\r``).
@@ -160,7 +160,7 @@ def setting(value: str | None, *, arg: str, env: str | None, required: bool = Tr
 def secret_setting(
     value: str | Secret | None, *, arg: str, env: str | None, required: bool = True
 ) -> Secret | None:
-    """Like :func:`setting`, for keys: returns a :class:`Secret`."""
+    """Like `setting`, for keys: returns a `Secret`."""
     if isinstance(value, Secret):
         return value
     resolved = setting(value, arg=arg, env=env, required=required)

@@ -1,7 +1,7 @@
 """Readers of data set files: CSV/JSONL manifests, AutoML-for-images JSONL (and its ``MLTable``), COCO.
 
 They return plain records, one per image, with the problem of a bad line instead of raising, so that
-:class:`~azvision.datasets.Dataset` (classification) and the detection data set can each build on them and
+`Dataset` (classification) and the detection data set can each build on them and
 report every offender. Relative image paths resolve against the annotation file's folder (or ``root``);
 ``azureml://`` and ``http(s)://`` image URLs are reported, not downloaded.
 

@@ -30,7 +30,7 @@ from .synthetic import SHAPES, _hsv, draw_clutter, draw_shape, shape_bounds
 
 __all__ = ["ANNOTATIONS_FILE", "detection_scene", "make_detection_dataset"]
 
-#: The COCO file :func:`make_detection_dataset` writes beside the images.
+#: The COCO file `make_detection_dataset` writes beside the images.
 ANNOTATIONS_FILE = "annotations.json"
 _DISTRACTOR = "ring"
 _NOISE_ALPHA = 0.06

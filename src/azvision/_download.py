@@ -18,7 +18,7 @@ from ._errors import BackendTimeoutError, InvalidImageError
 __all__ = ["DEFAULT_MAX_DOWNLOAD_BYTES", "fetch_url", "is_url", "validate_url"]
 
 _MB = 1024 * 1024
-#: What :func:`fetch_url` downloads at most unless told otherwise.
+#: What `fetch_url` downloads at most unless told otherwise.
 DEFAULT_MAX_DOWNLOAD_BYTES = 50 * _MB
 
 
@@ -46,7 +46,7 @@ def is_url(text: str) -> bool:
 
 
 def validate_url(url: str) -> str:
-    """``url`` itself when it is a well-formed ``http(s)://`` URL; :class:`InvalidImageError` otherwise.
+    """``url`` itself when it is a well-formed ``http(s)://`` URL; `InvalidImageError` otherwise.
 
     Example:
         >>> validate_url("https://example.com/cat.jpg")
@@ -74,8 +74,8 @@ def fetch_url(url: str, *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES, timeout:
     """Download an image URL (for backends that cannot take URLs) within ``timeout`` seconds in all.
 
     ``timeout`` bounds the whole download, however slowly the server trickles bytes; past it,
-    :class:`BackendTimeoutError`. A body over ``max_bytes`` (announced or sent), an HTTP error or a failed
-    connection is an :class:`InvalidImageError`.
+    `BackendTimeoutError`. A body over ``max_bytes`` (announced or sent), an HTTP error or a failed
+    connection is an `InvalidImageError`.
 
     Example:
         >>> fetch_url("ftp://example.com/cat.jpg")

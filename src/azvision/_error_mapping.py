@@ -1,6 +1,6 @@
-"""The one choke point per vendor where foreign exceptions become :class:`AzVisionError`.
+"""The one choke point per vendor where foreign exceptions become `AzVisionError`.
 
-Every HTTP failure, whatever client saw it, goes through :func:`error_from_http`, which reads the three
+Every HTTP failure, whatever client saw it, goes through `error_from_http`, which reads the three
 error envelopes these services use (flat Custom Vision ``{"code","message"}``, the gateway/Azure.Core
 ``{"error":{"code","message","innererror"}}`` and the inference server's ``{"message"}``) and picks the
 subclass from the status code.
@@ -144,7 +144,7 @@ def error_from_http(
     service: str = "the service",
     source: str | None = None,
 ) -> AzVisionError:
-    """Map an HTTP error answer to the right :class:`AzVisionError` subclass, keeping code and message."""
+    """Map an HTTP error answer to the right `AzVisionError` subclass, keeping code and message."""
     code, message = _parse_body(body)
     request_id = next((v for h in _REQUEST_ID_HEADERS if (v := _header(headers, h))), None)
     retry_after = parse_retry_after(headers)

@@ -1,7 +1,7 @@
 """Image input handling, written once for every backend.
 
 Accepts a path, bytes, a binary file object, an ``http(s)://`` URL or a ``PIL.Image.Image``; sniffs the
-format from the bytes (never the file name); raises :class:`InvalidImageError` before any network call for
+format from the bytes (never the file name); raises `InvalidImageError` before any network call for
 anything the chosen service would reject; and, where a service limit is exceeded, downscales (keeping the
 aspect ratio) and says so in ``notes``. Nothing is re-encoded unless it has to be.
 
@@ -228,10 +228,10 @@ def _describe_non_image(data: bytes) -> str:
 
 
 def load_image(image: ImageLike, limits: ImageLimits, *, timeout: float = 30.0) -> LoadedImage:
-    """Validate ``image`` against ``limits`` and return what to send. Raises :class:`InvalidImageError`.
+    """Validate ``image`` against ``limits`` and return what to send. Raises `InvalidImageError`.
 
     A URL the service cannot take is downloaded within ``timeout`` seconds in all
-    (:class:`BackendTimeoutError` past it); files, downloads and buffers over ``limits.input_cap`` are
+    (`BackendTimeoutError` past it); files, downloads and buffers over ``limits.input_cap`` are
     refused before they are read, images over ``limits.max_pixels`` before they are decoded.
 
     Example:

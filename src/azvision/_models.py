@@ -1,4 +1,4 @@
-"""The one answer every backend gives: :class:`Prediction` of :class:`Label` (optionally boxed)."""
+"""The one answer every backend gives: `Prediction` of `Label` (optionally boxed)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ CONFIDENCE_TOLERANCE = 1e-6
 
 
 def _clip_confidence(value: object) -> float | None:
-    """The rule: a real number within :data:`CONFIDENCE_TOLERANCE` of [0, 1], clipped; else ``None``."""
+    """The rule: a real number within `CONFIDENCE_TOLERANCE` of [0, 1], clipped; else ``None``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     number = float(value)
@@ -37,8 +37,8 @@ def _clip_confidence(value: object) -> float | None:
 def service_confidence(value: object, *, backend: str, what: str) -> float:
     """A confidence a service (or model) gave, checked by the one rule every backend applies.
 
-    Values within :data:`CONFIDENCE_TOLERANCE` of [0, 1] are clipped into it; anything else (out of range,
-    NaN, infinite, not a number) is a :class:`ServiceError` that names the backend and the value.
+    Values within `CONFIDENCE_TOLERANCE` of [0, 1] are clipped into it; anything else (out of range,
+    NaN, infinite, not a number) is a `ServiceError` that names the backend and the value.
 
     Example:
         >>> service_confidence(1.0000001, backend="onnx", what="'cat'")
@@ -115,8 +115,8 @@ class BoundingBox(BaseModel):
 class Label(BaseModel):
     """One label with its confidence in [0, 1]; ``box`` is set for detections.
 
-    ``confidence`` follows the same rule as every backend (:func:`service_confidence`): within
-    :data:`CONFIDENCE_TOLERANCE` of [0, 1] it is clipped, anything else is a validation error.
+    ``confidence`` follows the same rule as every backend (`service_confidence`): within
+    `CONFIDENCE_TOLERANCE` of [0, 1] it is clipped, anything else is a validation error.
 
     Example:
         >>> Label(name="cat", confidence=0.93).name
@@ -234,7 +234,7 @@ class Prediction(BaseModel):
     ) -> Any:
         """Roboflow ``supervision`` objects: ``Detections`` when labels have boxes, else ``Classifications``.
 
-        Needs ``pip install 'azvision[notebook]'``; see :func:`azvision._supervision.to_supervision`.
+        Needs ``pip install 'azvision[notebook]'``; see `azvision._supervision.to_supervision`.
 
         Example:
             >>> p.to_supervision(class_names=["cat", "dog"])  # doctest: +SKIP

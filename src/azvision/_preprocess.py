@@ -1,6 +1,6 @@
 """Image → input tensor for each Custom Vision ONNX export family.
 
-Shared by the emulator's learner and by :class:`azvision.OnnxBackend`, so that the emulator's own
+Shared by the emulator's learner and by `azvision.OnnxBackend`, so that the emulator's own
 predictions and its exported model run locally see exactly the same pixels. Pure functions over
 numpy and Pillow; nothing here imports onnxruntime.
 
@@ -128,7 +128,7 @@ def upright_rgb(image: Image.Image) -> Image.Image:
 def to_tensor(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """Turn an upright RGB image into the ``(3, H, W)`` tensor ``spec`` describes.
 
-    Non-RGB images are converted to RGB; apply :func:`upright_rgb` first for photos with an
+    Non-RGB images are converted to RGB; apply `upright_rgb` first for photos with an
     EXIF orientation.
 
     Example:
@@ -154,7 +154,7 @@ def to_tensor(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 
 def to_batch(images: Iterable[Image.Image], spec: PreprocessSpec) -> np.ndarray:
-    """Stack :func:`to_tensor` of several images into one ``(n, 3, H, W)`` batch.
+    """Stack `to_tensor` of several images into one ``(n, 3, H, W)`` batch.
 
     Example:
         >>> to_batch([Image.new("RGB", (8, 8))] * 2, PreprocessSpec(size=(4, 4))).shape

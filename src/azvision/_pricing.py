@@ -13,7 +13,7 @@ How each backend is billed:
   two transactions); v3.2 ``Categories`` is one transaction.
 * Azure ML managed online endpoints: no per-request charge; you pay the instances' compute hours, busy
   or idle. The cost per 1,000 images therefore depends on throughput: ``hourly price / images per hour``,
-  for an instance kept busy (assumed instance type: :data:`DEFAULT_AML_INSTANCE`, one instance).
+  for an instance kept busy (assumed instance type: `DEFAULT_AML_INSTANCE`, one instance).
 * ONNX (local): no charge from Azure (your own hardware).
 * Azure OpenAI: per token, input (prompt, images included) and output (completion) at their own prices per
   model; the cost per 1,000 images comes from the token usage *measured* on a run (`TokenTally`), since

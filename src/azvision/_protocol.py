@@ -1,4 +1,4 @@
-"""The :class:`Classifier` protocol every backend satisfies."""
+"""The `Classifier` protocol every backend satisfies."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Classifier(Protocol):
         ...
 
     async def aclassify(self, image: ImageLike) -> Prediction:
-        """Async :meth:`classify`."""
+        """Async `classify`."""
         ...
 
     def aclassify_many(
@@ -48,7 +48,7 @@ class Classifier(Protocol):
         concurrency: int | None = None,
         max_rps: float | None = None,
     ) -> AsyncIterator[Prediction | AzVisionError]:
-        """Async :meth:`classify_many`."""
+        """Async `classify_many`."""
         ...
 
     def close(self) -> None:
@@ -56,7 +56,7 @@ class Classifier(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Async :meth:`close`."""
+        """Async `close`."""
         ...
 
     def __enter__(self) -> Any: ...

@@ -3,7 +3,7 @@
 Training (`azvision.training`) and evaluation (`azvision.evaluation`) both read them; this module needs
 neither, so loading a data set never imports the trainer's Azure SDK.
 
-Every file the loader does not take is reported in :attr:`Dataset.skipped` with its reason (not an
+Every file the loader does not take is reported in `Dataset.skipped` with its reason (not an
 image, unreadable, hidden, outside a label folder, listed twice…); nothing is dropped silently.
 Files are recognised by their content, not their extension. Custom Vision takes JPEG, PNG, GIF and BMP;
 other formats Pillow can read (WebP, TIFF…) are kept and converted to PNG when uploaded.
@@ -77,11 +77,11 @@ class DatasetItem:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images with labels, plus the files that were not taken (:attr:`skipped`, with reasons).
+    """Images with labels, plus the files that were not taken (`skipped`, with reasons).
 
-    Build one with :meth:`from_folder` (one sub-folder per label, multiclass), :meth:`from_manifest`
-    (CSV or JSONL listing each image's labels, for multilabel), :meth:`from_automl_jsonl` (Azure ML
-    AutoML-for-images JSONL or MLTable) or :meth:`from_coco`; :meth:`split` makes a deterministic,
+    Build one with `from_folder` (one sub-folder per label, multiclass), `from_manifest`
+    (CSV or JSONL listing each image's labels, for multilabel), `from_automl_jsonl` (Azure ML
+    AutoML-for-images JSONL or MLTable) or `from_coco`; `split` makes a deterministic,
     stratified train/test split.
 
     Example:
@@ -118,7 +118,7 @@ class Dataset:
         return {label: counter[label] for label in self.labels}
 
     def display_name(self, item: DatasetItem) -> str:
-        """The item's path relative to :attr:`root` (POSIX separators), or as given without a root."""
+        """The item's path relative to `root` (POSIX separators), or as given without a root."""
         return _relative(item.path, self.root)
 
     def split(self, test_fraction: float = 0.2, *, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -161,7 +161,7 @@ class Dataset:
         """One sub-folder per label; images anywhere below it (nested folders included) get that label.
 
         Files directly in ``root``, hidden files and folders, and anything that is not a readable image
-        are reported in :attr:`skipped`. Raises :class:`ConfigurationError` if ``root`` is not a folder.
+        are reported in `skipped`. Raises `ConfigurationError` if ``root`` is not a folder.
 
         Example:
             >>> Dataset.from_folder("/no/such/folder")
@@ -211,7 +211,7 @@ class Dataset:
         has one object per line: ``{"path": "a.jpg", "labels": ["cat", "indoor"]}`` (a string label
         works too). Relative paths are resolved against ``root`` (default: the manifest's folder).
         ``multilabel=None`` makes the data set multilabel when any image has more than one label.
-        Missing files, images without labels, repeated paths and malformed rows go to :attr:`skipped`.
+        Missing files, images without labels, repeated paths and malformed rows go to `skipped`.
 
         Example:
             >>> import tempfile, pathlib
@@ -245,7 +245,7 @@ class Dataset:
 
         Multi-class lines (``"label": "cat"``) and multi-label lines (``"label": ["cat", "indoor"]``);
         ``image_url`` is a path relative to the JSONL file's folder (or ``root``). Remote
-        (``azureml://``, ``https://``) URLs, missing files and malformed lines go to :attr:`skipped`.
+        (``azureml://``, ``https://``) URLs, missing files and malformed lines go to `skipped`.
         An object-detection file (boxes as labels) is refused: read it with the detection data set.
 
         Example:

@@ -1,11 +1,11 @@
 """Images with labelled boxes (object detection): COCO JSON, Pascal VOC XML or YOLO txt annotations.
 
 Every reader checks the whole data set before anything is uploaded and raises one
-:class:`~azvision.AnnotationError` listing *every* offender: a box outside the image (one that pokes out
-by no more than rounding, :data:`EDGE_TOLERANCE` of the image, is clipped), a box with no area, an
+`AnnotationError` listing *every* offender: a box outside the image (one that pokes out
+by no more than rounding, `EDGE_TOLERANCE` of the image, is clipped), a box with no area, an
 unknown category, a missing or unreadable image. An image with no boxes is kept as a negative and
-counted (:attr:`DetectionDataset.negatives`). Labels are stripped of surrounding blanks, as in
-:class:`~azvision.datasets.Dataset`; items are sorted by their path relative to the data set's root, so
+counted (`DetectionDataset.negatives`). Labels are stripped of surrounding blanks, as in
+`Dataset`; items are sorted by their path relative to the data set's root, so
 the order is the same on every machine.
 
 Example:

@@ -4,8 +4,8 @@ Detectors are scored by `evaluate_detection` / `compute_detection_metrics`: mAP@
 (COCO-style, all-point interpolation), per-label AP, precision and recall at IoU 0.5, ``pr_curve.png``.
 
 A dataset is a folder with one sub-folder per label (``DATASET_DIR/<label>/*.jpg``), read with the training
-helper's :class:`~azvision.training.datasets.Dataset`. Everything here is pure Python except
-:func:`plot_confusion_matrix`, which imports matplotlib (the ``eval`` extra) only when called.
+helper's `Dataset`. Everything here is pure Python except
+`plot_confusion_matrix`, which imports matplotlib (the ``eval`` extra) only when called.
 
 Example:
     >>> m = compute_metrics(["cat", "cat", "dog"], ["cat", "dog", "dog"])
@@ -120,10 +120,10 @@ class LabelMetrics:
 
 @dataclass(frozen=True)
 class Metrics:
-    """The scores of one classifier on one dataset. Build with :func:`compute_metrics` or :func:`evaluate`.
+    """The scores of one classifier on one dataset. Build with `compute_metrics` or `evaluate`.
 
     ``confusion_matrix[i][j]`` counts images of true label ``labels[i]`` predicted as ``labels[j]``. Rows
-    are the dataset's labels; extra columns hold labels only the classifier used (and :data:`NO_LABEL`).
+    are the dataset's labels; extra columns hold labels only the classifier used (and `NO_LABEL`).
     ``accuracy`` and the per-label scores cover the images that got an answer; ``failed`` counts the rest.
     Macro averages run over the dataset's labels.
 
@@ -273,7 +273,7 @@ def evaluate(
 ) -> Metrics:
     """Classify every image of ``dataset`` and score the answers.
 
-    ``dataset`` is a folder with one sub-folder per label, a :class:`~azvision.training.datasets.Dataset`
+    ``dataset`` is a folder with one sub-folder per label, a `Dataset`
     or an iterable of ``(image, true_label)``; ``on_outcome`` is called for every image as its answer
     arrives (progress bars, per-image logs).
 

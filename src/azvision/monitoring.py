@@ -1,6 +1,6 @@
 """Watch what a deployed model sees: label mix against the training set, confidence, errors, daily trend.
 
-:func:`monitor` reads ``azvision classify`` JSONL files (one result a line; lines with a ``time`` field
+`monitor` reads ``azvision classify`` JSONL files (one result a line; lines with a ``time`` field
 also give a daily trend, older files without it still work) and measures:
 
 - the **label mix** of the answers against a baseline (the training set's label counts), as the
@@ -13,7 +13,7 @@ also give a daily trend, older files without it still work) and measures:
 - per UTC day (lines with ``time``): count, mean confidence, share below the threshold, errors, PSI.
 
 Crossing a limit (``max_psi``, ``max_low_share``, ``max_error_share``) is an alarm; ``azvision monitor``
-exits 1 on any, for cron or CI. :func:`plot_monitor` draws ``monitor.png`` (matplotlib, the ``eval`` extra).
+exits 1 on any, for cron or CI. `plot_monitor` draws ``monitor.png`` (matplotlib, the ``eval`` extra).
 
 Example:
     >>> records = [{"label": "cat", "confidence": 0.9, "error": None},
@@ -84,7 +84,7 @@ class DailyStats:
 
 @dataclass(frozen=True)
 class MonitorReport:
-    """What :func:`monitor` measured, and the alarms it raised (empty when all is well)."""
+    """What `monitor` measured, and the alarms it raised (empty when all is well)."""
 
     total: int
     answered: int
@@ -208,7 +208,7 @@ def monitor_records(
     max_error_share: float = 0.05,
     unreadable: int = 0,
 ) -> MonitorReport:
-    """:func:`monitor` on records already read (dicts shaped like ``azvision classify`` JSONL lines)."""
+    """`monitor` on records already read (dicts shaped like ``azvision classify`` JSONL lines)."""
     for name, value in (("threshold", threshold), ("max_low_share", max_low_share)):
         if not 0.0 <= value <= 1.0:
             raise ConfigurationError(f"{name} must be between 0 and 1, got {value!r}")

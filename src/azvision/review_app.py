@@ -3,8 +3,8 @@ was unsure of, and every decision lands in the Custom Vision project at once, ex
 
 A small starlette app bound to 127.0.0.1 on one port. A token made for this run is in the URL it prints;
 every request without it (page, images, API) gets 403, so another local user cannot read the queue or
-post decisions. The queue is :meth:`~azvision.CustomVisionTrainer.review_queue` at start-up; a decision is
-applied with :meth:`~azvision.CustomVisionTrainer.accept` before the answer is sent. The prediction id is
+post decisions. The queue is `review_queue` at start-up; a decision is
+applied with `accept` before the answer is sent. The prediction id is
 the idempotency key: the first decision about an image wins, and a reload, a double click or a second tab
 gets that decision back instead of adding the image again (and ``accept`` itself never adds an image
 twice, across runs too).

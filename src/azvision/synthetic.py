@@ -90,7 +90,7 @@ def _place(outline: Sequence[Point], cx: float, cy: float, radius: float, angle:
 def draw_shape(
     draw: ImageDraw.ImageDraw, kind: str, centre: Point, radius: float, angle: float, ink: RGB
 ) -> None:
-    """Draw a filled ``kind`` (one of :data:`SHAPES`) of ``radius`` around ``centre``, tilted ``angle``."""
+    """Draw a filled ``kind`` (one of `SHAPES`) of ``radius`` around ``centre``, tilted ``angle``."""
     cx, cy = centre
     if kind == "circle":
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=ink)
@@ -113,7 +113,7 @@ def draw_clutter(
 
 
 def shape_bounds(kind: str, centre: Point, radius: float, angle: float) -> tuple[float, float, float, float]:
-    """``(x0, y0, x1, y1)`` in pixels of what :func:`draw_shape` draws with the same arguments."""
+    """``(x0, y0, x1, y1)`` in pixels of what `draw_shape` draws with the same arguments."""
     cx, cy = centre
     if kind in ("circle", "ring"):
         return cx - radius, cy - radius, cx + radius, cy + radius

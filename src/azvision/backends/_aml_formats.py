@@ -1,8 +1,8 @@
 """Request encoders and response parsers for Azure ML online endpoints: pure functions, no I/O.
 
 A scoring script decides its own wire format, so the backend ships the common ones as presets: encoders
-turn a :class:`LoadedImage` into ``(content_type, body)``; parsers turn the endpoint's JSON into labels.
-:func:`parse_answer` is the one place an answer becomes a :class:`Prediction`.
+turn a `LoadedImage` into ``(content_type, body)``; parsers turn the endpoint's JSON into labels.
+`parse_answer` is the one place an answer becomes a `Prediction`.
 
 Example:
     >>> parse_answer(b'[{"probs": [0.1, 0.9], "labels": ["cat", "dog"]}]').label
@@ -275,7 +275,7 @@ def _custom_labels(result: Any) -> list[Label]:
 
 
 def check_parser(parser: str | Parser | None) -> str | Parser | None:
-    """Validate a ``parser`` argument: ``None``, a callable, or a preset name from :data:`PARSERS`.
+    """Validate a ``parser`` argument: ``None``, a callable, or a preset name from `PARSERS`.
 
     Example:
         >>> check_parser("automl")
@@ -295,9 +295,9 @@ def parse_answer(
     labels: Sequence[str] | None = None,
     model: str | None = None,
 ) -> Prediction:
-    """Map an endpoint's answer to a :class:`Prediction`; :class:`ServiceError` when it cannot.
+    """Map an endpoint's answer to a `Prediction`; `ServiceError` when it cannot.
 
-    ``parser`` is a preset name from :data:`PARSERS`, a callable, or ``None`` to try every preset in order.
+    ``parser`` is a preset name from `PARSERS`, a callable, or ``None`` to try every preset in order.
     ``labels`` names the classes when the model answers bare probabilities.
 
     Example:

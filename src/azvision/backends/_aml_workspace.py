@@ -1,7 +1,7 @@
 """Find an Azure ML online endpoint's scoring URI and credentials from its workspace (the ``ml`` extra).
 
 The control plane (``azure-ai-ml``'s ``MLClient``) says where the endpoint listens and how it
-authenticates; :meth:`AzureMLEndpointBackend.from_workspace` then talks to the data plane as usual.
+authenticates; `AzureMLEndpointBackend.from_workspace` then talks to the data plane as usual.
 
 Example:
     >>> from azvision.backends._aml_workspace import find_endpoint
@@ -58,7 +58,7 @@ def find_endpoint(
     Without ``ml_client`` an ``azure.ai.ml.MLClient`` is built from the workspace coordinates (explicit,
     else ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP``, ``AZUREML_WORKSPACE``) and ``credential``
     (default ``DefaultAzureCredential()``). A ``deployment`` (or ``AZUREML_DEPLOYMENT``) the endpoint does
-    not have is a :class:`NotFoundError` now rather than at the first image.
+    not have is a `NotFoundError` now rather than at the first image.
 
     Example:
         >>> find_endpoint("dogs", ml_client=my_ml_client).auth_mode  # doctest: +SKIP

@@ -1,4 +1,4 @@
-"""Reading a chat completion into a :class:`Prediction`: the label(s), their confidence, the usage.
+"""Reading a chat completion into a `Prediction`: the label(s), their confidence, the usage.
 
 Confidence, where the deployment returned ``logprobs``, is the probability of the label's tokens:
 ``exp`` of the sum of the log-probabilities of the tokens that spell the label. Other labels get a

@@ -1,4 +1,4 @@
-"""The one choke point where ``openai`` exceptions become :class:`AzVisionError`.
+"""The one choke point where ``openai`` exceptions become `AzVisionError`.
 
 The service's own ``code`` and ``message`` are kept (``content_filter``, ``context_length_exceeded``,
 ``DeploymentNotFound``, ``429``, ...); ``retry_after`` comes from ``retry-after-ms`` when the answer has
@@ -51,7 +51,7 @@ def _filtered(body: Mapping[str, Any]) -> str:
 
 
 def error_from_openai(exc: Exception, *, backend: str, source: str | None = None) -> AzVisionError:
-    """Map an exception raised by the ``openai`` client to the matching :class:`AzVisionError`."""
+    """Map an exception raised by the ``openai`` client to the matching `AzVisionError`."""
     import openai
 
     if isinstance(exc, openai.APITimeoutError):

@@ -105,7 +105,7 @@ def _balanced(
 
 
 class Prompt:
-    """Everything of a request that does not depend on the image; :meth:`messages` adds the image."""
+    """Everything of a request that does not depend on the image; `messages` adds the image."""
 
     def __init__(
         self,

@@ -105,7 +105,7 @@ def _parse_labels(data: bytes, what: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Export:
-    """The parts of an export :class:`~azvision.OnnxBackend` needs.
+    """The parts of an export `OnnxBackend` needs.
 
     Attributes:
         model: the serialised ``model.onnx``.

@@ -1,4 +1,4 @@
-"""Label vocabularies: the 86 Computer Vision v3.2 categories, and :class:`LabelMap` to fold any into yours.
+"""Label vocabularies: the 86 Computer Vision v3.2 categories, and `LabelMap` to fold any into yours.
 
 The categories are one copy for the whole package, read from ``azvision/data/category_taxonomy_86.txt``
 (taxonomy page order); a category's parent is its prefix up to and including ``_`` (``animal_`` is the
@@ -110,11 +110,11 @@ class LabelMap:
 
     @classmethod
     def of(cls, value: LabelMapLike) -> LabelMap:
-        """``value`` itself if it is a :class:`LabelMap`, else a new one built from it."""
+        """``value`` itself if it is a `LabelMap`, else a new one built from it."""
         return value if isinstance(value, LabelMap) else cls(value)
 
     def check_names(self, names: Iterable[str], vocabulary: str) -> None:
-        """Raise :class:`ConfigurationError` for a pattern that can match none of ``names`` (a typo).
+        """Raise `ConfigurationError` for a pattern that can match none of ``names`` (a typo).
 
         Example:
             >>> try:  # doctest: +ELLIPSIS

@@ -1,8 +1,8 @@
 """Computer Vision v3.2 ``analyze`` over httpx: the 86-category taxonomy Image Analysis 4.0 does not have.
 
-:class:`~azvision.ImageAnalysisBackend` uses it for ``mode="categories"``. Requests carry the resource key
+`ImageAnalysisBackend` uses it for ``mode="categories"``. Requests carry the resource key
 (``Ocp-Apim-Subscription-Key``) or a Microsoft Entra bearer token, fetched from the credential and cached
-until five minutes before it expires; every failure becomes an :class:`~azvision.AzVisionError`.
+until five minutes before it expires; every failure becomes an `AzVisionError`.
 
 Example:
     >>> from azvision._config import Secret

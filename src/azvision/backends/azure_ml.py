@@ -2,7 +2,7 @@
 
 The scoring script decides the wire format, so requests are built by an encoder (``request_format``) and
 answers read by a parser (``parser``), each with presets for the common shapes (see
-:mod:`azvision.backends._aml_formats`). Auth is the endpoint key or a Microsoft Entra token.
+`azvision.backends._aml_formats`). Auth is the endpoint key or a Microsoft Entra token.
 
 Example:
     >>> from azvision import AzureMLEndpointBackend
@@ -214,7 +214,7 @@ class AzureMLEndpointBackend(BaseBackend):
         endpoint's auth mode decides the data-plane auth: ``key`` uses its primary key, ``aad_token`` the
         credential (Entra tokens, refreshed as needed), ``aml_token`` a token from the workspace. AML tokens
         expire and this backend does not renew them: when requests start failing with
-        :class:`AuthenticationError`, call ``from_workspace`` again for a fresh one. ``options`` go to the
+        `AuthenticationError`, call ``from_workspace`` again for a fresh one. ``options`` go to the
         constructor (``request_format``, ``parser``, ``labels``, ``timeout``, ...).
 
         Example:

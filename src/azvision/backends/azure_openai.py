@@ -2,7 +2,7 @@
 
 Zero-shot (labels only, optional ``instructions``) or few-shot (``examples`` sent as in-context images).
 Structured outputs force the answer into ``labels``; confidence comes from the label tokens'
-log-probabilities when the deployment returns them (see :mod:`azvision.backends._aoai_answer`);
+log-probabilities when the deployment returns them (see `azvision.backends._aoai_answer`);
 ``Prediction.usage`` holds the tokens billed. Requests go through the official ``openai`` package with its
 own retries off: azvision's retry layer is the only one.
 

@@ -1,9 +1,9 @@
 """Prediction on a published Custom Vision iteration, through the official ``CustomVisionPredictionClient``.
 
 The vendor client runs unchanged; this module only switches its own retries off (the SDK has exactly one
-retry layer, in :class:`~azvision.backends._base.BaseBackend`), sets its timeout, picks the route
-(classify/detect, image/url, stored/nostore) and maps the service's JSON to a :class:`Prediction` in one
-pure function, :func:`prediction_from_custom_vision`.
+retry layer, in `BaseBackend`), sets its timeout, picks the route
+(classify/detect, image/url, stored/nostore) and maps the service's JSON to a `Prediction` in one
+pure function, `prediction_from_custom_vision`.
 
 Example:
     >>> from azvision import CustomVisionBackend
@@ -57,11 +57,11 @@ def _box(value: Any, tag: str) -> BoundingBox | None:
 def prediction_from_custom_vision(
     body: Mapping[str, Any], *, iteration: str | None = None, source: str | None = None
 ) -> Prediction:
-    """Map a Custom Vision ``ImagePrediction`` JSON body to a :class:`Prediction`.
+    """Map a Custom Vision ``ImagePrediction`` JSON body to a `Prediction`.
 
-    Every ``predictions[]`` entry becomes a :class:`Label` (``tagName``, ``probability``, ``tagId``); a
+    Every ``predictions[]`` entry becomes a `Label` (``tagName``, ``probability``, ``tagId``); a
     ``boundingBox`` (detection) becomes ``Label.box``, clipped to the image. ``model`` is the publish name
-    asked for (the body only carries the iteration id). Raises :class:`ServiceError` on a malformed body.
+    asked for (the body only carries the iteration id). Raises `ServiceError` on a malformed body.
 
     Example:
         >>> body = {"id": "9510", "predictions": [
@@ -96,7 +96,7 @@ def prediction_from_custom_vision(
 
 
 class CustomVisionBackend(BaseBackend):
-    """A published Custom Vision iteration as a :class:`~azvision.Classifier`.
+    """A published Custom Vision iteration as a `Classifier`.
 
     Args:
         endpoint: the prediction resource's endpoint (env ``CUSTOM_VISION_PREDICTION_ENDPOINT``).
@@ -112,7 +112,7 @@ class CustomVisionBackend(BaseBackend):
         store: ``False`` uses the ``/nostore`` routes: the service keeps no copy of the image.
         application: optional application name the service records with stored predictions.
         max_rps: client-side request rate limit for this backend (``None``: unlimited).
-        retry: the retry policy (default :class:`~azvision.RetryPolicy`).
+        retry: the retry policy (default `RetryPolicy`).
         timeout: seconds per HTTP request.
         concurrency: requests in flight in ``classify_many`` (default: sized from ``max_rps``).
         labels: the project's tag names, when known: the label space a `Cascade` checks at construction

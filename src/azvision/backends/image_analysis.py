@@ -1,9 +1,9 @@
 """Azure AI Vision: Image Analysis 4.0 tags, objects and captions, and the v3.2 86-category taxonomy.
 
 Tags and objects go through the official ``ImageAnalysisClient`` with its retries off (the SDK has one retry
-layer, in :class:`~azvision.backends._base.BaseBackend`); ``mode="categories"`` calls Computer Vision v3.2
-``analyze`` with httpx (:mod:`azvision.backends._vision32`), since 4.0 has no categories. Answers become a
-:class:`Prediction` in one pure function, :func:`prediction_from_image_analysis`; a :class:`LabelMap`
+layer, in `BaseBackend`); ``mode="categories"`` calls Computer Vision v3.2
+``analyze`` with httpx (`azvision.backends._vision32`), since 4.0 has no categories. Answers become a
+`Prediction` in one pure function, `prediction_from_image_analysis`; a `LabelMap`
 folds the open vocabulary into your own labels.
 
 Example:
@@ -121,7 +121,7 @@ def prediction_from_image_analysis(
     a ``label_map``: one per your label it matched), boxes normalised by ``metadata`` width/height;
     ``categories``: the v3.2 ``categories`` (names from the 86-category taxonomy, ``score`` as
     confidence). ``caption`` comes from ``captionResult`` (4.0) or ``description.captions`` (v3.2).
-    ``label_map`` (see :class:`LabelMap`) applies before ``min_confidence``.
+    ``label_map`` (see `LabelMap`) applies before ``min_confidence``.
 
     Example:
         >>> body = {"modelVersion": "2023-10-01", "metadata": {"width": 864, "height": 576},
@@ -198,7 +198,7 @@ def _raw_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
 
 
 class ImageAnalysisBackend(BaseBackend):
-    """Azure AI Vision Image Analysis as a :class:`~azvision.Classifier`.
+    """Azure AI Vision Image Analysis as a `Classifier`.
 
     Args:
         endpoint: the Vision resource endpoint (env ``VISION_ENDPOINT``).
@@ -212,11 +212,11 @@ class ImageAnalysisBackend(BaseBackend):
             object) or ``"categories"`` (the v3.2 86-category taxonomy, e.g. ``animal_dog``; only
             ``caption`` of ``features`` applies there, through v3.2 ``Description``).
         label_map: fold the open vocabulary into your labels, ``{"pet": ["dog", "cat*"]}`` or a callable;
-            see :class:`LabelMap`. In categories mode every pattern must match one of the 86 names.
+            see `LabelMap`. In categories mode every pattern must match one of the 86 names.
         language: answer language (tags can be non-English; captions need ``"en"``).
         min_confidence: drop labels below this confidence (after ``label_map``).
         max_rps: client-side request rate limit for this backend (``None``: unlimited).
-        retry: the retry policy (default :class:`~azvision.RetryPolicy`).
+        retry: the retry policy (default `RetryPolicy`).
         timeout: seconds per HTTP request.
         concurrency: requests in flight in ``classify_many`` (default: sized from ``max_rps``).
 

@@ -104,10 +104,10 @@ class OnnxBackend(BaseBackend):
     ``model_path`` is the export zip, its unzipped folder or a bare ``.onnx``; labels come from
     ``labels_path``, the export's ``labels.txt`` or, for legacy models, the graph's ZipMap. ``threshold``
     drops labels below that confidence; detectors fill ``Label.box`` and, like the official samples,
-    keep at most 64 boxes of 1% or more after non-maximum suppression. In :meth:`classify_many`,
+    keep at most 64 boxes of 1% or more after non-maximum suppression. In `classify_many`,
     ``batch_size`` images (default 16) go through one ``session.run`` where the model has a batch
     dimension (legacy ZipMap and S1 detector models run one image at a time); ``concurrency`` is accepted
-    for the :class:`~azvision.Classifier` protocol, as one chunk runs at a time on all cores while the
+    for the `Classifier` protocol, as one chunk runs at a time on all cores while the
     next is decoded. ``threads`` caps the threads a ``session.run`` uses (default: every core this process
     may use; a Spark task sets it to its ``spark.task.cpus``). ``timeout`` stops one ``session.run``.
 
@@ -252,7 +252,7 @@ class OnnxBackend(BaseBackend):
 
     @property
     def batch_size(self) -> int:
-        """Images per ``session.run`` in :meth:`classify_many`, whose latencies are then per batch.
+        """Images per ``session.run`` in `classify_many`, whose latencies are then per batch.
 
         Example:
             >>> OnnxBackend("export.zip").batch_size  # doctest: +SKIP
@@ -339,7 +339,7 @@ class OnnxBackend(BaseBackend):
         concurrency: int | None = None,
         max_rps: float | None = None,
     ) -> AsyncIterator[Prediction | AzVisionError]:
-        """Async :meth:`classify_many`; ``images`` may be a sync or an async iterable.
+        """Async `classify_many`; ``images`` may be a sync or an async iterable.
 
         Example:
             >>> async for outcome in clf.aclassify_many(paths):  # doctest: +SKIP

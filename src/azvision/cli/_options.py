@@ -251,7 +251,7 @@ class _Layers:
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """The backend options of one command line, resolved per backend with :meth:`resolve`.
+    """The backend options of one command line, resolved per backend with `resolve`.
 
     Example:
         >>> opts = BackendOptions(flags={"model_path": "export.zip"})

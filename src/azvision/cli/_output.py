@@ -127,7 +127,7 @@ def error_line(message: str) -> None:
 
 @contextlib.contextmanager
 def usage_errors(redact: Callable[[str], str]) -> Iterator[None]:
-    """Turn a :class:`ConfigurationError` into one redacted line on stderr and exit status 2."""
+    """Turn a `ConfigurationError` into one redacted line on stderr and exit status 2."""
     try:
         yield
     except ConfigurationError as exc:

@@ -134,7 +134,7 @@ def _text(handle: IO[bytes]) -> io.TextIOWrapper:
 class Results:
     """The output of one run: ``write`` one record per input; ``done`` holds what an earlier run wrote.
 
-    Use :func:`open_results` to get one.
+    Use `open_results` to get one.
     """
 
     def __init__(self, path: Path | None, stream: io.TextIOWrapper | None, entries: list[_Entry]) -> None:
@@ -152,7 +152,7 @@ class Results:
 
     @property
     def done(self) -> dict[str, bool]:
-        """Inputs already in the file (by :func:`input_key`) → whether each succeeded."""
+        """Inputs already in the file (by `input_key`) → whether each succeeded."""
         return {input_key(e.source): e.ok for e in self._entries}
 
     @property
@@ -172,7 +172,7 @@ class Results:
         """Rewrite the file with each failed line replaced by ``run``'s new record for it, in file order.
 
         The new file is written beside the old one and renamed over it at the end: interrupted, the old file
-        is left whole. Afterwards :meth:`write` appends to the new file, which stays locked.
+        is left whole. Afterwards `write` appends to the new file, which stays locked.
         """
         if self.path is None or self._stream is None:
             raise ConfigurationError("--retry-failed needs --output FILE (the results to retry)")

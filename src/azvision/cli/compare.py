@@ -73,7 +73,7 @@ def comparison_table(
 ) -> Group:
     """Two rich tables: one row per backend (accuracy, macro F1, latency, failures, cost), then F1 per label.
 
-    ``latency_per`` says what each backend's latency times (:func:`latency_basis`); when they differ, the
+    ``latency_per`` says what each backend's latency times (`latency_basis`); when they differ, the
     table says so, since a batch's latency is not comparable with one request's. ``costs`` are list-price
     dollars per 1,000 images (`cost_of`).
 

@@ -1,7 +1,7 @@
 """``azvision monitor``: watch ``azvision classify`` results for drift; exit 1 when a limit is crossed.
 
 Writes ``DIR/monitor.json`` (every measure, the limits and the alarms) and ``DIR/monitor.png``; the
-measures are described in :mod:`azvision.monitoring`. Exit status: 0 no drift, 1 a limit crossed,
+measures are described in `azvision.monitoring`. Exit status: 0 no drift, 1 a limit crossed,
 2 usage or configuration errors.
 
 Example (shell)::

@@ -1,8 +1,8 @@
-"""What every part of :class:`~azvision.CustomVisionTrainer` stands on: the vendor client and the call loop.
+"""What every part of `CustomVisionTrainer` stands on: the vendor client and the call loop.
 
 The official (msrest-based) ``CustomVisionTrainingClient`` is created on first use, with msrest's retries
-off; every call goes through :meth:`TrainerCore._call`, which honours the shared retry policy, throttle
-and ``Retry-After``, and maps vendor exceptions to :class:`~azvision.AzVisionError` subclasses at one
+off; every call goes through `TrainerCore._call`, which honours the shared retry policy, throttle
+and ``Retry-After``, and maps vendor exceptions to `AzVisionError` subclasses at one
 choke point. Iterations are read here too: training, publication and export all look them up.
 
 Example:
@@ -36,17 +36,17 @@ NAME = "custom_vision_training"
 
 
 def project_ref(project: ProjectInfo | str) -> str:
-    """The project's id, from a :class:`ProjectInfo` or the id itself."""
+    """The project's id, from a `ProjectInfo` or the id itself."""
     return project.id if isinstance(project, ProjectInfo) else project
 
 
 def iteration_ref(iteration: IterationInfo | str) -> str:
-    """The iteration's id, from an :class:`IterationInfo` or the id itself."""
+    """The iteration's id, from an `IterationInfo` or the id itself."""
     return iteration.id if isinstance(iteration, IterationInfo) else iteration
 
 
 def iteration_info(iteration: Any) -> IterationInfo:
-    """Map the SDK's ``Iteration`` model to :class:`IterationInfo`."""
+    """Map the SDK's ``Iteration`` model to `IterationInfo`."""
     return IterationInfo(
         id=str(iteration.id),
         name=iteration.name or "",

@@ -1,7 +1,7 @@
 """Review decisions, checked before anything is sent: what each reviewed prediction is to become.
 
 A decision is a label (``"rose"``), several labels (multi-label projects), labels with boxes (object
-detection: the :class:`~azvision.Label` suggestions a reviewer confirms, or new ones), ``()`` for "none of
+detection: the `Label` suggestions a reviewer confirms, or new ones), ``()`` for "none of
 these" (a ``Negative`` image) or ``None`` to skip.
 
 Example:
@@ -21,7 +21,7 @@ __all__ = ["NONE_OF_THESE", "Choice", "Decision", "checked"]
 
 #: A decision that the image shows none of the project's tags: it becomes a ``Negative`` image.
 NONE_OF_THESE: tuple[str, ...] = ()
-#: A label, several labels, labels with boxes (detection), :data:`NONE_OF_THESE`, or ``None`` to skip.
+#: A label, several labels, labels with boxes (detection), `NONE_OF_THESE`, or ``None`` to skip.
 Decision = str | Sequence[str] | Sequence[Label] | None
 
 
@@ -51,7 +51,7 @@ class Choice:
 
 
 def checked(decisions: Mapping[str, Decision]) -> dict[str, Choice | None]:
-    """Decisions as :class:`Choice` objects (``None``: skip), or :class:`ConfigurationError` naming every
+    """Decisions as `Choice` objects (``None``: skip), or `ConfigurationError` naming every
     malformed one."""
     if not isinstance(decisions, Mapping):
         kind = type(decisions).__name__

@@ -50,8 +50,8 @@ class ExportsMixin(TrainerCore):
         """Export the iteration (``ONNX``, ``TensorFlow``, ``CoreML``, ``DockerFile``…) and wait until done.
 
         An existing export of the same platform and flavor is reused; one already queued is waited for.
-        Raises :class:`TrainingError` if the iteration cannot be exported or the export fails, and
-        :class:`BackendTimeoutError` after ``timeout`` seconds.
+        Raises `TrainingError` if the iteration cannot be exported or the export fails, and
+        `BackendTimeoutError` after ``timeout`` seconds.
 
         Example:
             >>> trainer.export(  # doctest: +SKIP

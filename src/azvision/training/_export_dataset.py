@@ -78,7 +78,7 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
     ) -> DatasetExport:
-        """Export every tagged image of ``project`` (name, id or :class:`ProjectInfo`) into ``out_dir``.
+        """Export every tagged image of ``project`` (name, id or `ProjectInfo`) into ``out_dir``.
 
         ``format``: ``"automl"`` (AutoML-for-images ``annotations.jsonl`` + ``MLTable``, and an Azure ML
         job ``automl-job.yml`` that trains on them), ``"coco"``
@@ -90,7 +90,7 @@ class DatasetExportMixin(ExportsMixin, ProjectsMixin):
         exports to ``out_dir/models/``. ``progress(done, total)`` is called as images settle.
 
         Re-running into the same folder resumes: images already written are kept, not downloaded again.
-        Raises :class:`NotFoundError` for an unknown project and :class:`ConfigurationError` for a bad
+        Raises `NotFoundError` for an unknown project and `ConfigurationError` for a bad
         argument or a folder that cannot be written (a full disk included); what was written stays valid.
         A project with no tagged image writes nothing: the report says ``empty``.
 

@@ -1,4 +1,4 @@
-"""What :meth:`~azvision.CustomVisionTrainer.export_dataset` reports: every image exported or not, and why.
+"""What `export_dataset` reports: every image exported or not, and why.
 
 Example:
     >>> report = DatasetExport(project_id="p", project_name="flowers", task="multiclass", format="automl",

@@ -3,7 +3,7 @@ is not worse on a holdout set.
 
 The champion is the iteration published under the publish name; the challenger is a new training of the
 project as it is now (with the images accepted from review). Both are scored on the same holdout folder
-with :func:`azvision.evaluation.evaluate` — the code behind ``azvision evaluate`` — through the training
+with `azvision.evaluation.evaluate` — the code behind ``azvision evaluate`` — through the training
 API's quick test, so the challenger needs no publication to be measured and no holdout image lands in the
 review queue. The publish name moves only when ``challenger >= champion - max_drop``; otherwise nothing
 is published or unpublished and the result says why. No iteration is deleted: an old champion can be
@@ -187,7 +187,7 @@ class RetrainMixin(PublishingMixin, TrainingMixin, ReviewMixin):
 
     def _scorer(self, info: ProjectInfo, holdout: Dataset | str | os.PathLike[str]) -> tuple[Scorer, str]:
         """How to score an iteration on the holdout: classification accuracy with
-        :func:`azvision.evaluation.evaluate`, or mAP at IoU 0.5 for a detection project."""
+        `azvision.evaluation.evaluate`, or mAP at IoU 0.5 for a detection project."""
         domain = next(
             (d for d in self._domain_list() if str(d.id).lower() == str(info.domain_id).lower()), None
         )

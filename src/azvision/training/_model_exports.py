@@ -2,7 +2,7 @@
 
 For each completed iteration: every export the service already holds (``Done``: ONNX, TensorFlow,
 CoreML, Docker…) is downloaded, and an ONNX export is requested first when the iteration can be exported
-and has none (ONNX is what :class:`~azvision.OnnxBackend` runs offline). Each lands in
+and has none (ONNX is what `OnnxBackend` runs offline). Each lands in
 ``models/<iteration name>/<platform>[-<flavor>]/``, unzipped; a folder already there (from an interrupted
 run) is kept, not downloaded again. An iteration that cannot be exported (not a compact domain) or an
 export that fails is reported with its reason, and the others go on.
@@ -37,7 +37,7 @@ def _safe(name: str) -> str:
 
 
 def download_model_exports(trainer: ExportsMixin, project_id: str, folder: Path) -> list[ExportedModel]:
-    """Download every completed iteration's exports under ``folder``; one :class:`ExportedModel` each."""
+    """Download every completed iteration's exports under ``folder``; one `ExportedModel` each."""
     results: list[ExportedModel] = []
     for iteration in trainer.iterations(project_id):
         if not iteration.completed:

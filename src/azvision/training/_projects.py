@@ -1,7 +1,7 @@
-"""Projects, tags and uploads: the parts of :class:`~azvision.CustomVisionTrainer` that fill a project.
+"""Projects, tags and uploads: the parts of `CustomVisionTrainer` that fill a project.
 
 A project is found by name or created on the right classification domain; tags are created as needed;
-uploads go through the :mod:`azvision.training._upload` engine, which sends only what is not in the
+uploads go through the `azvision.training._upload` engine, which sends only what is not in the
 project yet.
 
 Example:
@@ -179,7 +179,7 @@ class ProjectsMixin(TrainerCore):
         A `DetectionDataset` is uploaded with its regions (images without regions go untagged).
 
         Images already in the project (from an earlier, possibly interrupted run) are not sent again;
-        see :mod:`azvision.training._upload`. ``progress(done, total)`` is called as images settle.
+        see `azvision.training._upload`. ``progress(done, total)`` is called as images settle.
 
         Example:
             >>> report = trainer.upload(project, Dataset.from_folder("flowers/"))  # doctest: +SKIP

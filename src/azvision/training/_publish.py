@@ -82,7 +82,7 @@ class PublishingMixin(TrainerCore):
     def validated_resource_id(self, explicit: str | None = None) -> str:
         """The prediction resource's ARM id (``explicit``, else configured, else the environment), checked.
 
-        Raises :class:`ConfigurationError` when it is missing or not shaped like an ARM resource id.
+        Raises `ConfigurationError` when it is missing or not shaped like an ARM resource id.
 
         Example:
             >>> from azvision import CustomVisionTrainer

@@ -3,7 +3,7 @@
 ``quicktest/image`` runs an iteration by id on the training resource, so a challenger can be scored before
 it is published; ``store=false`` keeps the scored images out of the project's stored predictions (the
 review queue). Everything else — image checks, retries, batches — is
-:class:`~azvision.backends._base.BaseBackend`, and the answer is mapped by the same function as the
+`BaseBackend`, and the answer is mapped by the same function as the
 prediction backend's.
 
 Example:
@@ -32,7 +32,7 @@ __all__ = ["QuickTestClassifier"]
 
 
 class QuickTestClassifier(BaseBackend):
-    """One iteration of a project, by id, as a :class:`~azvision.Classifier` (``Prediction.model`` is the
+    """One iteration of a project, by id, as a `Classifier` (``Prediction.model`` is the
     iteration id). Uses the trainer's endpoint, key, retry policy and timeout; images are never stored.
 
     Example:

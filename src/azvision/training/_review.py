@@ -1,8 +1,8 @@
 """Review: the stored predictions a model was unsure of, and turning reviewed ones into training images.
 
-Custom Vision keeps every prediction made without ``nostore`` (30 days). :meth:`ReviewMixin.review_queue`
+Custom Vision keeps every prediction made without ``nostore`` (30 days). `ReviewMixin.review_queue`
 asks ``predictions/query`` for those whose best probability is at most ``max_confidence``;
-:meth:`ReviewMixin.accept` turns decisions about them into tagged training images with
+`ReviewMixin.accept` turns decisions about them into tagged training images with
 ``images/predictions``: the service reuses the stored image, so nothing is uploaded again, and the new
 image takes the prediction's id, which is what makes accepting idempotent (an id already made into an
 image is reported in ``already_added`` and not sent again).
@@ -95,7 +95,7 @@ class FailedDecision(BaseModel):
 
 
 class AcceptResult(BaseModel):
-    """What :meth:`~azvision.CustomVisionTrainer.accept` did with every decision; each prediction id is
+    """What `accept` did with every decision; each prediction id is
     in exactly one field.
 
     ``added`` became training images now; ``already_added`` had been made into images before (a re-run,
@@ -149,7 +149,7 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
     ) -> list[ReviewItem]:
         """The stored predictions whose best confidence is at most ``max_confidence``, least sure first.
 
-        ``project`` is a :class:`ProjectInfo`, a project id or a project name; ``iteration`` keeps only
+        ``project`` is a `ProjectInfo`, a project id or a project name; ``iteration`` keeps only
         the predictions of that iteration id. Predictions already made into training images are not
         listed.
 
@@ -200,9 +200,9 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
         Batches go ``upload_concurrency`` at a time under the trainer's rate limit.
 
         ``decisions`` maps a prediction id to a label (created as a tag if the project lacks it), a list
-        of labels (multi-label projects), a list of :class:`~azvision.Label` with boxes (object detection:
-        the suggestions a reviewer confirms become the image's regions), :data:`NONE_OF_THESE` (``()``: a
-        ``Negative`` image) or ``None`` (skip). Malformed decisions raise :class:`ConfigurationError`
+        of labels (multi-label projects), a list of `Label` with boxes (object detection:
+        the suggestions a reviewer confirms become the image's regions), `NONE_OF_THESE` (``()``: a
+        ``Negative`` image) or ``None`` (skip). Malformed decisions raise `ConfigurationError`
         before anything is sent; a batch the service refuses fails its decisions (with the reason) and the
         next batch still goes.
 
@@ -308,7 +308,7 @@ class ReviewMixin(ProjectsMixin, TrainerCore):
 
 
 def review_item(stored: Any) -> ReviewItem:
-    """Map the SDK's ``StoredImagePrediction`` to a :class:`ReviewItem`."""
+    """Map the SDK's ``StoredImagePrediction`` to a `ReviewItem`."""
     suggestions = []
     for p in stored.predictions or ():
         box = p.bounding_box

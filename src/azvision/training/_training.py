@@ -1,7 +1,7 @@
 """Training runs: start one, follow it to the end, read how well the model does.
 
-:meth:`TrainingMixin.train` starts (or joins, or reuses) a training run and returns a :class:`TrainingJob`
-to poll or wait on; :meth:`TrainingMixin.performance` reads the finished iteration's precision and recall.
+`TrainingMixin.train` starts (or joins, or reuses) a training run and returns a `TrainingJob`
+to poll or wait on; `TrainingMixin.performance` reads the finished iteration's precision and recall.
 
 Example:
     >>> job = trainer.train(project)  # doctest: +SKIP
@@ -53,7 +53,7 @@ def performance_info(
 
 
 class TrainingJob:
-    """A training run on the service: poll it with :meth:`status`, block with :meth:`wait`.
+    """A training run on the service: poll it with `status`, block with `wait`.
 
     ``reused`` is ``True`` when the service said nothing changed since the latest completed iteration,
     which this job then stands for.
@@ -92,9 +92,9 @@ class TrainingJob:
     ) -> IterationInfo:
         """Block until training completes; return the completed iteration.
 
-        Raises :class:`TrainingError` (with the service's reason) if it fails, and
-        :class:`BackendTimeoutError` if it is still running after ``timeout`` seconds (the job goes on
-        on the service; call :meth:`wait` again). ``poll_interval=None`` starts at 0.5 s and backs off
+        Raises `TrainingError` (with the service's reason) if it fails, and
+        `BackendTimeoutError` if it is still running after ``timeout`` seconds (the job goes on
+        on the service; call `wait` again). ``poll_interval=None`` starts at 0.5 s and backs off
         to 10 s. ``progress`` gets the iteration after every poll.
         """
         schedule = PollSchedule(
@@ -129,7 +129,7 @@ class TrainingJob:
         return poll(look, schedule, on_timeout=late, sleep=self._trainer._sleep)
 
     def result(self, timeout: float = 3600.0) -> IterationInfo:
-        """The completed iteration (waits like :meth:`wait`; the poller-style name)."""
+        """The completed iteration (waits like `wait`; the poller-style name)."""
         return self.wait(timeout)
 
 
@@ -139,11 +139,11 @@ class TrainingMixin(TrainerCore):
     def train(
         self, project: ProjectInfo | str, *, force: bool = False, advanced_hours: int = 0
     ) -> TrainingJob:
-        """Start training; returns a :class:`TrainingJob` to poll or wait on.
+        """Start training; returns a `TrainingJob` to poll or wait on.
 
         When the service says nothing changed since the last training, the job stands for the latest
         completed iteration (``job.reused``). A training already running is joined, not restarted.
-        Validation failures (e.g. fewer than 5 images on a tag) raise :class:`TrainingError` with the
+        Validation failures (e.g. fewer than 5 images on a tag) raise `TrainingError` with the
         service's reason and the rule. ``advanced_hours > 0`` asks for advanced training with that budget.
 
         Example:

@@ -228,7 +228,7 @@ class Uploader:
     """Uploads items in batches of ≤ 64 with ``concurrency`` requests in flight, paced by ``throttle``.
 
     Whole-request failures (429, 5xx, dropped connections) are retried with the shared
-    :class:`RetryPolicy`; per-image ``ErrorStorage``/``ErrorUnknown`` are retried in later rounds (at most
+    `RetryPolicy`; per-image ``ErrorStorage``/``ErrorUnknown`` are retried in later rounds (at most
     ``retry.max_attempts`` in all); anything else is reported per file. Authentication and not-found
     errors end the upload. ``progress(done, total)`` is called as images are settled.
     """

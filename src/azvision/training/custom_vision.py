@@ -1,15 +1,15 @@
 """Custom Vision training: from a folder of labelled images to a published, exported model.
 
-:class:`CustomVisionTrainer` drives the official (msrest-based) ``CustomVisionTrainingClient`` — the only
+`CustomVisionTrainer` drives the official (msrest-based) ``CustomVisionTrainingClient`` — the only
 place azvision touches it — with azvision's own retry policy, throttle and error mapping: msrest's
 retries are switched off (it never retries a POST anyway), every call goes through one loop that honours
-``Retry-After``, and vendor exceptions become :class:`~azvision.AzVisionError` subclasses.
+``Retry-After``, and vendor exceptions become `AzVisionError` subclasses.
 
 The trainer is put together from one part per concept: the client and call loop (``_core``),
 projects, tags and uploads (``_projects``), training runs (``_training``), publication
 (``_publish``), export (``_export``), the review of stored predictions (``_review``) and the
 retraining gate (``_gate``); this module adds the settings, the classifiers and the whole story,
-:meth:`~CustomVisionTrainer.train_from_folder`.
+`train_from_folder`.
 
 Example:
     >>> from azvision import CustomVisionTrainer
@@ -63,7 +63,7 @@ class CustomVisionTrainer(
 ):
     """Project, tags, upload, training, publication, performance and export on a Custom Vision resource.
 
-    Before the service retires, :meth:`export_dataset` takes a project's labelled images out (AutoML
+    Before the service retires, `export_dataset` takes a project's labelled images out (AutoML
     JSONL + MLTable, COCO or label folders) with its trained models.
 
     Args:
@@ -71,10 +71,10 @@ class CustomVisionTrainer(
         training_key: its key (env ``CUSTOM_VISION_TRAINING_KEY``); never shown in repr, logs or errors.
         prediction_resource_id: ARM id of the prediction resource to publish to
             (env ``CUSTOM_VISION_PREDICTION_RESOURCE_ID``); needed only to publish.
-        prediction_endpoint: for :meth:`classifier` (env ``CUSTOM_VISION_PREDICTION_ENDPOINT``).
-        prediction_key: for :meth:`classifier` (env ``CUSTOM_VISION_PREDICTION_KEY``).
+        prediction_endpoint: for `classifier` (env ``CUSTOM_VISION_PREDICTION_ENDPOINT``).
+        prediction_key: for `classifier` (env ``CUSTOM_VISION_PREDICTION_KEY``).
         max_rps: client-side request rate (the service allows 10 per second on S0).
-        retry: the retry policy for every call (default :class:`~azvision.RetryPolicy`).
+        retry: the retry policy for every call (default `RetryPolicy`).
         timeout: seconds per HTTP request.
         upload_concurrency: upload requests in flight at once.
 
@@ -141,9 +141,9 @@ class CustomVisionTrainer(
     ) -> Classifier:
         """A ready classifier for what this trainer last published (or downloaded, with ``kind="onnx"``).
 
-        ``kind="custom_vision"`` returns a :class:`~azvision.CustomVisionBackend` on the published
+        ``kind="custom_vision"`` returns a `CustomVisionBackend` on the published
         iteration (needs ``prediction_endpoint``/``prediction_key`` or their environment variables);
-        ``kind="onnx"`` an :class:`~azvision.OnnxBackend` on the downloaded export. ``options`` go to the
+        ``kind="onnx"`` an `OnnxBackend` on the downloaded export. ``options`` go to the
         backend.
 
         Example:

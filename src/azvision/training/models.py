@@ -155,7 +155,7 @@ class IterationInfo(BaseModel):
 
     @property
     def published(self) -> bool:
-        """The iteration is published under :attr:`publish_name`."""
+        """The iteration is published under `publish_name`."""
         return bool(self.publish_name)
 
 
@@ -263,7 +263,7 @@ class TrainProgress(BaseModel):
 
 
 class TrainResult(BaseModel):
-    """Everything :meth:`CustomVisionTrainer.train_from_folder` did.
+    """Everything `CustomVisionTrainer.train_from_folder` did.
 
     ``trained`` is ``False`` when the service said no training was needed and the latest completed
     iteration was reused.
