@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from azvision.emulator._yolo import overlaps
+
 __all__ = ["MATCH_IOU", "TagScore", "tag_scores"]
 
 #: Overlap at which a predicted box counts as finding a true one.
@@ -44,21 +46,15 @@ def _inside(box: Box) -> np.ndarray:
     return np.clip(np.array([left, top, left + width, top + height], np.float64), 0.0, 1.0)
 
 
-def _iou_to(candidate: np.ndarray, truths: np.ndarray) -> np.ndarray:
-    lo = np.maximum(candidate[:2], truths[:, :2])
-    hi = np.minimum(candidate[2:], truths[:, 2:])
-    shared = np.prod(np.clip(hi - lo, 0.0, None), axis=1)
-    union = np.prod(candidate[2:] - candidate[:2]) + np.prod(truths[:, 2:] - truths[:, :2], axis=1) - shared
-    return np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
-
-
 def _outcomes(truth: Sequence[Box], guesses: Sequence[tuple[float, Box]]) -> list[tuple[float, bool]]:
     """One image, one tag: ``(probability, hit?)`` per predicted box."""
     targets = np.array([_inside(b) for b in truth]).reshape(-1, 4)
     free = np.ones(len(targets), bool)
     out: list[tuple[float, bool]] = []
     for probability, box in sorted(guesses, key=lambda g: -g[0]):
-        overlap = np.where(free, _iou_to(_inside(box), targets), -1.0) if len(targets) else np.zeros(0)
+        overlap = (
+            np.where(free, overlaps(_inside(box)[None], targets)[0], -1.0) if len(targets) else np.zeros(0)
+        )
         hit = bool(len(overlap)) and float(overlap.max()) >= MATCH_IOU
         if hit:
             free[int(np.argmax(overlap))] = False

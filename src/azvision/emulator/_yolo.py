@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ANCHORS", "MAX_BOXES", "MIN_SCORE", "NMS_IOU", "read_grid"]
+__all__ = ["ANCHORS", "MAX_BOXES", "MIN_SCORE", "NMS_IOU", "overlaps", "read_grid"]
 
 #: The compact detector's anchor sizes (width, height) in grid cells, as its metadata lists them.
 ANCHORS: tuple[tuple[float, float], ...] = (
@@ -45,19 +45,27 @@ def _squash(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _overlaps(corners: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(k, 4)`` ``x0, y0, x1, y1`` boxes → ``(k, k)``."""
-    lo = np.maximum(corners[:, None, :2], corners[None, :, :2])
-    hi = np.minimum(corners[:, None, 2:], corners[None, :, 2:])
+def overlaps(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """IoU of every ``(n, 4)`` box with every ``(m, 4)`` box (``x0, y0, x1, y1``) → ``(n, m)``.
+
+    Example:
+        >>> overlaps(np.array([[0, 0, 1, 1.0]]), np.array([[0, 0, 0.5, 1], [2, 2, 3, 3.0]])).tolist()
+        [[0.5, 0.0]]
+    """
+    lo = np.maximum(first[:, None, :2], second[None, :, :2])
+    hi = np.minimum(first[:, None, 2:], second[None, :, 2:])
     shared = np.prod(np.clip(hi - lo, 0.0, None), axis=-1)
-    area = np.prod(corners[:, 2:] - corners[:, :2], axis=-1)
-    union = area[:, None] + area[None, :] - shared
-    return np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
+    union = np.prod(first[:, 2:] - first[:, :2], axis=-1)[:, None] + np.prod(
+        second[:, 2:] - second[:, :2], axis=-1
+    )
+    union = union - shared
+    iou: np.ndarray = np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
+    return iou
 
 
 def _suppress(corners: np.ndarray, ranked: np.ndarray) -> list[int]:
     """Greedy keep-list (positions in ``ranked``) over boxes already ordered best first."""
-    iou = _overlaps(corners[ranked])
+    iou = overlaps(corners[ranked], corners[ranked])
     alive = np.ones(len(ranked), bool)
     kept: list[int] = []
     for i in range(len(ranked)):
