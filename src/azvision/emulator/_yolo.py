@@ -52,26 +52,30 @@ def overlaps(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         >>> overlaps(np.array([[0, 0, 1, 1.0]]), np.array([[0, 0, 0.5, 1], [2, 2, 3, 3.0]])).tolist()
         [[0.5, 0.0]]
     """
-    lo = np.maximum(first[:, None, :2], second[None, :, :2])
-    hi = np.minimum(first[:, None, 2:], second[None, :, 2:])
-    shared = np.prod(np.clip(hi - lo, 0.0, None), axis=-1)
-    union = np.prod(first[:, 2:] - first[:, :2], axis=-1)[:, None] + np.prod(
-        second[:, 2:] - second[:, :2], axis=-1
+    a, b = first[:, None, :], second[None, :, :]
+    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
+    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
+    shared = width * height
+    union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (
+        b[..., 3] - b[..., 1]
     )
     union = union - shared
     iou: np.ndarray = np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
     return iou
 
 
-def _suppress(corners: np.ndarray, ranked: np.ndarray) -> list[int]:
-    """Greedy keep-list (positions in ``ranked``) over boxes already ordered best first."""
-    iou = overlaps(corners[ranked], corners[ranked])
-    alive = np.ones(len(ranked), bool)
+def _suppress(boxes: np.ndarray, tags: np.ndarray) -> list[int]:
+    """Greedy keep-list (positions) over ``(n, 4)`` corner boxes of candidates already ordered best first:
+    a candidate goes when a kept one of its tag overlaps it by more than `NMS_IOU`; at most `MAX_BOXES`."""
+    alive = np.ones(len(boxes), bool)
     kept: list[int] = []
-    for i in range(len(ranked)):
-        if alive[i]:
-            kept.append(i)
-            alive[i + 1 :] &= iou[i, i + 1 :] <= NMS_IOU
+    while len(kept) < MAX_BOXES and (left := np.flatnonzero(alive)).size:
+        best = int(left[0])
+        kept.append(best)
+        alive[best] = False
+        rivals = left[1:][tags[left[1:]] == tags[best]]
+        iou = overlaps(boxes[best][None], boxes[rivals])[0]
+        alive[rivals[iou > NMS_IOU]] = False
     return kept
 
 
@@ -98,14 +102,12 @@ def read_grid(grid: np.ndarray, tags: int, min_score: float) -> list[Region]:
     logits = t[:, 5:] - t[:, 5:].max(axis=1, keepdims=True)
     chance = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     score = chance * _squash(t[:, 4])[:, None]
-    found: list[tuple[float, int, int]] = []  # (score, cell index, tag)
-    for tag in range(tags):
-        cells = np.flatnonzero(score[:, tag] >= max(min_score, MIN_SCORE))
-        ranked = cells[np.lexsort((cells, -score[cells, tag]))]
-        found += [(float(score[ranked[i], tag]), int(ranked[i]), tag) for i in _suppress(corners, ranked)]
-    found.sort(key=lambda f: (-f[0], f[1], f[2]))
+    cells, tag_of = np.nonzero(score >= max(min_score, MIN_SCORE))
+    order = np.lexsort((tag_of, cells, -score[cells, tag_of]))
+    cells, tag_of = cells[order], tag_of[order]
     regions: list[Region] = []
-    for value, cell, tag in found[:MAX_BOXES]:
+    for position in _suppress(corners[cells], tag_of):
+        cell, tag = int(cells[position]), int(tag_of[position])
         x0, y0, x1, y1 = np.clip(corners[cell], 0.0, 1.0).tolist()
-        regions.append((tag, min(max(value, 0.0), 1.0), (x0, y0, x1 - x0, y1 - y0)))
+        regions.append((tag, min(max(float(score[cell, tag]), 0.0), 1.0), (x0, y0, x1 - x0, y1 - y0)))
     return regions
