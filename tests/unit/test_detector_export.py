@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from azvision import OnnxBackend
-from azvision.backends._onnx_outputs import DEFAULT_ANCHORS
 from azvision.emulator._cv_detector import DetectorHead, grid_features
 from azvision.emulator._onnx_export import build_export_zip
+from azvision.emulator._yolo import ANCHORS
 
 
 def test_a_detector_zip_is_the_yolo_family_and_runs_like_the_head(tmp_path: Path) -> None:
@@ -31,9 +31,7 @@ def test_a_detector_zip_is_the_yolo_family_and_runs_like_the_head(tmp_path: Path
     assert json.loads(archive.read("cvexport.manifest"))["DomainType"] == "ObjectDetection"
     metadata = json.loads(archive.read("metadata_properties.json"))
     assert metadata["CustomVision.Postprocess.Method"] == "Yolo"
-    assert json.loads(metadata["CustomVision.Postprocess.Yolo.Biases"]) == [
-        v for a in DEFAULT_ANCHORS for v in a
-    ]
+    assert json.loads(metadata["CustomVision.Postprocess.Yolo.Biases"]) == [v for a in ANCHORS for v in a]
     (tmp_path / "export.zip").write_bytes(blob)
     image = Image.new("RGB", (320, 240), (200, 180, 40))
     image.save(tmp_path / "scene.png")

@@ -4,8 +4,8 @@ The image is stretched to 416×416 (BGR, 0-255: the compact detector's input, re
 backbone runs up to its last fire module (a 25×25 map at stride 16), a 2×2 max-pool brings it to the
 13×13 grid of a stride-32 detector, and each cell's feature is its own 512 values plus the mean of its
 3×3 neighbourhood (context). A 1×1 convolution then gives the compact detector's ``model_outputs0``:
-per anchor ``tx, ty, tw, th, objectness, class logits`` (§3.2), decoded by the same code as
-`azvision.OnnxBackend` (``backends/_onnx_outputs.decode_yolo``, with NMS).
+per anchor ``tx, ty, tw, th, objectness, class logits`` (§3.2), decoded with NMS by the emulator's
+own reading of the grid (``emulator/_yolo.py``), which must agree with `azvision.OnnxBackend`'s.
 
 Training is three convex fits on those cell features: a logistic regression for "an object's centre
 is in this cell" (the cells next to a centre are left out: they are neither object nor background), a
@@ -36,9 +36,10 @@ import onnx
 from onnx import TensorProto, helper
 from PIL import Image, ImageOps
 
-from azvision._preprocess import PreprocessSpec, to_tensor
-from azvision.backends._onnx_outputs import DEFAULT_ANCHORS, DEFAULT_IOU, decode_yolo
+from azvision.emulator._detection_scores import tag_scores
 from azvision.emulator._features import backbone_bytes
+from azvision.emulator._preprocessing import DETECTOR_SIDE, detector_input
+from azvision.emulator._yolo import ANCHORS, read_grid
 
 __all__ = [
     "CELL_FEATURES",
@@ -52,9 +53,8 @@ __all__ = [
 ]
 
 #: Side of the detector's square input (the compact detector's declared 416×416).
-DETECTOR_INPUT = 416
+DETECTOR_INPUT = DETECTOR_SIDE
 GRID = DETECTOR_INPUT // 32
-_SPEC = PreprocessSpec(size=(DETECTOR_INPUT, DETECTOR_INPUT), channel_order="BGR", resize="stretch")
 _BACKBONE_MAP = "fire9_concat"
 CELL_FEATURES = "detector_cell_features"
 _CELL_DIM = 1024
@@ -79,7 +79,7 @@ class DetectorHead:
 
     @classmethod
     def untrained(cls, labels: Sequence[str]) -> DetectorHead:
-        channels = len(DEFAULT_ANCHORS) * (5 + len(labels))
+        channels = len(ANCHORS) * (5 + len(labels))
         return cls(tuple(labels), np.zeros((_CELL_DIM, channels), np.float32), np.zeros(channels, np.float32))
 
     def grid(self, cells: np.ndarray) -> np.ndarray:
@@ -99,21 +99,15 @@ class DetectorHead:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DetectorHead:
         labels = tuple(str(label) for label in data["labels"])
-        channels = len(DEFAULT_ANCHORS) * (5 + len(labels))
+        channels = len(ANCHORS) * (5 + len(labels))
         weights = np.frombuffer(base64.b64decode(data["weights"]), "<f4").reshape(_CELL_DIM, channels)
         bias = np.frombuffer(base64.b64decode(data["bias"]), "<f4").reshape(channels)
         return cls(labels, weights.astype(np.float32), bias.astype(np.float32))
 
     def detect(self, cells: np.ndarray, *, min_probability: float) -> list[tuple[str, float, Box]]:
         """One image's ``(13, 13, 1024)`` cells → ``(label, probability, box)`` after NMS, best first."""
-        found = decode_yolo(
-            self.grid(cells[None])[0], self.labels, min_probability, iou_threshold=DEFAULT_IOU
-        )
-        return [
-            (lab.name, lab.confidence, (lab.box.left, lab.box.top, lab.box.width, lab.box.height))
-            for lab in found
-            if lab.box is not None
-        ]
+        found = read_grid(self.grid(cells[None])[0], len(self.labels), min_probability)
+        return [(self.labels[tag], probability, box) for tag, probability, box in found]
 
 
 def is_detector_head(data: dict[str, Any] | None) -> bool:
@@ -171,7 +165,7 @@ class _Cells:
         out = np.zeros((len(images), GRID, GRID, _CELL_DIM), np.float32)
         for start in range(0, len(images), 8):
             chunk = images[start : start + 8]
-            batch = np.stack([to_tensor(image, _SPEC) for image in chunk])
+            batch = np.stack([detector_input(image) for image in chunk])
             result = self._session.run([CELL_FEATURES], {"data": batch})[0]
             out[start : start + len(chunk)] = result.transpose(0, 2, 3, 1)
         return out
@@ -296,9 +290,9 @@ def train_detector(
         w_cls, b_cls = np.zeros((_CELL_DIM, 1)), np.zeros(1)
     w_box, b_box = _ridge(centres.astype(np.float64), np.asarray(boxes), _RIDGE)
     per_anchor = 5 + k
-    weights = np.zeros((_CELL_DIM, len(DEFAULT_ANCHORS) * per_anchor))
-    bias = np.zeros(len(DEFAULT_ANCHORS) * per_anchor)
-    for a, (aw, ah) in enumerate(DEFAULT_ANCHORS):
+    weights = np.zeros((_CELL_DIM, len(ANCHORS) * per_anchor))
+    bias = np.zeros(len(ANCHORS) * per_anchor)
+    for a, (aw, ah) in enumerate(ANCHORS):
         base = a * per_anchor
         weights[:, base : base + 4] = w_box
         bias[base : base + 4] = b_box - np.array([0.0, 0.0, np.log(aw), np.log(ah)])
@@ -326,37 +320,34 @@ def detection_performance(
 
     The emulator measures on the training images (the service holds some out; with 15 images per tag
     there is little to hold out), so these numbers are optimistic: evaluate on held-out images."""
-    from azvision._detection_metrics import compute_detection_metrics
-    from azvision._models import BoundingBox
-
     labels = list(head.labels)
-    truths = [[(labels[c], BoundingBox.clipped(*box)) for c, box in rs] for rs in regions]
-    found = [
-        [(label, p, BoundingBox.clipped(*box)) for label, p, box in head.detect(cell, min_probability=0.01)]
-        for cell in cells
-    ]
-    metrics = compute_detection_metrics(truths, found, labels=labels, threshold=threshold)
+    found = [read_grid(head.grid(cell[None])[0], len(labels), 0.01) for cell in cells]
+    scores = tag_scores(regions, found, tags=len(labels), threshold=threshold)
     per_tag = [
         {
             "id": tag_id,
             "name": label,
-            "precision": m.precision,
+            "precision": score.precision,
             "precisionStdDeviation": 0.0,
-            "recall": m.recall,
+            "recall": score.recall,
             "recallStdDeviation": 0.0,
-            "averagePrecision": m.ap50,
+            "averagePrecision": score.average_precision,
         }
-        for tag_id, label in zip(tag_ids, labels, strict=True)
-        if (m := metrics.per_label[label]).support
+        for tag_id, label, score in zip(tag_ids, labels, scores, strict=True)
+        if score.support
     ]
-    mean = metrics.to_dict()["macro_avg"]
+    scored = [score for score in scores if score.support]
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else 0.0
+
     return {
         "perTagPerformance": per_tag,
-        "precision": mean["precision"],
+        "precision": mean([s.precision for s in scored]),
         "precisionStdDeviation": 0.0,
-        "recall": mean["recall"],
+        "recall": mean([s.recall for s in scored]),
         "recallStdDeviation": 0.0,
-        "averagePrecision": metrics.map50,
+        "averagePrecision": mean([s.average_precision for s in scored]),
     }
 
 

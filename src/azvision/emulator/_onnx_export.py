@@ -19,11 +19,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from azvision.backends._onnx_outputs import DEFAULT_ANCHORS, DEFAULT_IOU
 from azvision.emulator._cv_detector import CELL_FEATURES, DETECTOR_INPUT, GRID, DetectorHead, cell_graph
 from azvision.emulator._features import FEATURE_TENSOR, asset_bytes, backbone_bytes
 from azvision.emulator._head import LinearHead
 from azvision.emulator._preprocessing import INPUT_SIDE, SQUARE_SIDE
+from azvision.emulator._yolo import ANCHORS, NMS_IOU
 
 __all__ = ["build_export_zip", "detector_model", "export_model_bytes"]
 
@@ -196,8 +196,8 @@ def _export_metadata(head: LinearHead | DetectorHead) -> dict[str, str]:
         side = str(DETECTOR_INPUT)
         specific = {
             "CustomVision.Postprocess.Method": "Yolo",
-            "CustomVision.Postprocess.Yolo.Biases": json.dumps([v for pair in DEFAULT_ANCHORS for v in pair]),
-            "CustomVision.Postprocess.Yolo.NmsThreshold": str(DEFAULT_IOU),
+            "CustomVision.Postprocess.Yolo.Biases": json.dumps([v for pair in ANCHORS for v in pair]),
+            "CustomVision.Postprocess.Yolo.NmsThreshold": str(NMS_IOU),
             "CustomVision.Preprocess.CropHeight": "0",
             "CustomVision.Preprocess.CropMethod": "NoCrop",
             "CustomVision.Preprocess.CropWidth": "0",

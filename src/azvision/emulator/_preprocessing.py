@@ -9,6 +9,8 @@ SDK's own preprocessing is checked against an independent implementation:
 3. take the largest centred square and resize it to 256 × 256 (bilinear);
 4. cut the centred 224 × 224 crop and feed it as BGR, values 0-255, channels first.
 
+A compact detector (§2.1) instead stretches the whole image to 416 × 416 (bilinear), BGR, 0-255.
+
 Example:
     >>> from PIL import Image
     >>> tensor = classifier_input(Image.new("RGB", (640, 480), (255, 0, 0)))
@@ -23,7 +25,16 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["INPUT_SIDE", "MAX_SIDE", "SQUARE_SIDE", "classifier_batch", "classifier_input", "upright_rgb"]
+__all__ = [
+    "DETECTOR_SIDE",
+    "INPUT_SIDE",
+    "MAX_SIDE",
+    "SQUARE_SIDE",
+    "classifier_batch",
+    "classifier_input",
+    "detector_input",
+    "upright_rgb",
+]
 
 #: Side of the square network input of the compact classifier the emulator trains and exports.
 INPUT_SIDE = 224
@@ -31,6 +42,8 @@ INPUT_SIDE = 224
 SQUARE_SIDE = 256
 #: Longer side above which the service first scales an image down.
 MAX_SIDE = 1600
+#: Side of the compact detector's square input.
+DETECTOR_SIDE = 416
 
 
 def upright_rgb(image: Image.Image) -> Image.Image:
@@ -65,6 +78,18 @@ def classifier_input(image: Image.Image) -> np.ndarray:
     margin = (SQUARE_SIDE - INPUT_SIDE) // 2
     crop = np.asarray(square, dtype=np.float32)[margin : margin + INPUT_SIDE, margin : margin + INPUT_SIDE]
     return np.ascontiguousarray(crop[:, :, ::-1].transpose(2, 0, 1))
+
+
+def detector_input(image: Image.Image) -> np.ndarray:
+    """One upright image → float32 ``(3, 416, 416)``, the whole image stretched, BGR, 0-255.
+
+    Example:
+        >>> detector_input(Image.new("RGB", (640, 120), (0, 0, 9)))[:, 5, 5].tolist()
+        [9.0, 0.0, 0.0]
+    """
+    rgb = image.convert("RGB") if image.mode != "RGB" else image
+    pixels = np.asarray(rgb.resize((DETECTOR_SIDE, DETECTOR_SIDE), Image.Resampling.BILINEAR), np.float32)
+    return np.ascontiguousarray(pixels[:, :, ::-1].transpose(2, 0, 1))
 
 
 def classifier_batch(images: Sequence[Image.Image]) -> np.ndarray:
