@@ -1,7 +1,7 @@
 """Offline emulator of Azure Custom Vision, Image Analysis and Azure ML online endpoints.
 
-The public face is :class:`Emulator`, :class:`EmulatorConfig`, :class:`AmlEndpointSpec`,
-:func:`serve` and the pytest plugin (``azvision.emulator.pytest_plugin``); every other module is
+The public face is `Emulator`, `EmulatorConfig`, `AmlEndpointSpec`,
+`serve` and the pytest plugin (``azvision.emulator.pytest_plugin``); every other module is
 private. The emulator is sealed from the SDK it checks: it imports nothing of ``azvision``
 outside this package and shares only data files (``azvision/data/``).
 

@@ -1,4 +1,4 @@
-"""What an emulated Azure ML online endpoint runs: :class:`AmlEndpointSpec`, and its CLI form.
+"""What an emulated Azure ML online endpoint runs: `AmlEndpointSpec`, and its CLI form.
 
 Light on purpose (no web framework), so that ``azvision.emulator`` exports it without the
 emulator extra and the CLI can check ``--aml-endpoint`` before starting anything.

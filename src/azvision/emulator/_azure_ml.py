@@ -1,14 +1,14 @@
 """Emulated Azure ML managed online endpoints: a gateway in front of real ``azmlinfsrv`` servers.
 
 Each configured endpoint gets a scoring URI on the emulator (``{endpoint}/aml/{name}/score``, see
-:func:`scoring_uri`) that behaves like the managed endpoint's front door — ``Authorization:
+`scoring_uri`) that behaves like the managed endpoint's front door — ``Authorization:
 Bearer <key>`` (401 otherwise), ``azureml-model-deployment`` routing (404 for an unknown
 deployment; without it the endpoint's traffic split decides), 408 after ``request_timeout_ms``,
 429 beyond ``2 × max_concurrent_requests × instance_count`` requests in flight, and 424 with
 ``ms-azureml-model-error-statuscode`` / ``ms-azureml-model-error-reason: model_error`` when the
 scoring script answers non-200. Behind it, each deployment is a real
 ``azureml-inference-server-http`` process running the user's ``score.py``
-(:mod:`azvision.emulator._inference_server`).
+(`azvision.emulator._inference_server`).
 
 On the command line: ``azvision emulator --aml-endpoint NAME=SCORE_PY[:MODEL_DIR]`` (repeatable); the
 model directory (``AZUREML_MODEL_DIR``) defaults to the folder holding ``score.py``.

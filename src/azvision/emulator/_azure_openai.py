@@ -1,6 +1,6 @@
 """Emulated Azure OpenAI chat completions with image input (vision classification).
 
-**An emulation, not a language model** (see :mod:`azvision.emulator._aoai_model` for how it decides).
+**An emulation, not a language model** (see `azvision.emulator._aoai_model` for how it decides).
 It speaks the real wire format, so the official ``openai`` client (``AzureOpenAI``, ``AsyncAzureOpenAI``,
 ``OpenAI(base_url=f"{endpoint}/openai/v1/")``) works against it unchanged:
 
@@ -8,7 +8,7 @@ It speaks the real wire format, so the official ``openai`` client (``AzureOpenAI
   ``POST /openai/v1/chat/completions`` (``model`` = deployment name), with ``api-key: <openai_key>`` or
   ``Authorization: Bearer <openai_key>`` (the emulator takes its key as the Entra token too);
 * replies valid against the requested ``response_format`` JSON schema, ``logprobs``/``top_logprobs``
-  when asked, ``usage`` by the documented image-token rules plus text (:mod:`azvision.backends._aoai_tokens`);
+  when asked, ``usage`` by the documented image-token rules plus text (`azvision.backends._aoai_tokens`);
 * per-deployment RPM/TPM quotas (``openai_rpm``, ``openai_tpm``): 429 with ``retry-after``,
   ``retry-after-ms`` and ``x-ratelimit-remaining-requests/-tokens`` on every answer;
 * the service's errors: ``DeploymentNotFound``, images sent to a text-only model, ``json_schema`` on a

@@ -17,7 +17,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class EmulatorConfig:
-    """Constructor arguments of :class:`azvision.emulator.Emulator`, frozen."""
+    """Constructor arguments of `azvision.emulator.Emulator`, frozen."""
 
     host: str = "127.0.0.1"
     port: int = 0

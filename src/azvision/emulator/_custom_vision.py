@@ -7,7 +7,7 @@ them (a frozen pretrained backbone and a trained head), honest cross-validated p
 real ONNX export. Images and exports are downloadable from absolute URLs on the emulator
 (``/customvision/_blobs/...``), as the service's blob URLs would be, without a key: an image's
 ``originalImageUri`` gives back the stored bytes, ``resizedImageUri`` and ``thumbnailUri`` the
-image scaled to at most :data:`VARIANT_SIDES` px on its longer side (the stored bytes when it is
+image scaled to at most `VARIANT_SIDES` px on its longer side (the stored bytes when it is
 smaller already; the service's own sizes are not documented).
 
 What is not: pricing tiers and quotas other than the documented per-request limits, advanced

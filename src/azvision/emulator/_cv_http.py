@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the emulated Custom Vision Training and Prediction APIs.
 
-:class:`CustomVisionService` bundles the store, the learning engine and the emulator context;
-:func:`cv_route` builds key-checked, case-insensitive routes whose errors become the service's
+`CustomVisionService` bundles the store, the learning engine and the emulator context;
+`cv_route` builds key-checked, case-insensitive routes whose errors become the service's
 flat ``{"code", "message"}`` bodies; the rest reads images from requests the way the service
 accepts them (multipart ``imageData`` with or without a file name, raw bytes, base64 JSON, URLs).
 
@@ -141,7 +141,7 @@ def cv_route(
 ) -> Route:
     """A route for ``handler`` that checks the key header (``key``: context attribute, header),
     matches the path case-insensitively (the docs use ``/Training/`` and ``/Prediction/``) and
-    turns :class:`CVError` into the flat error body. The route is named after the handler, which
+    turns `CVError` into the flat error body. The route is named after the handler, which
     names the operation in throttling messages."""
 
     async def endpoint(request: Request) -> Response:
@@ -226,7 +226,7 @@ async def json_body(request: Request, limit: int = MAX_JSON_BYTES, *, string_lim
 async def read_capped(request: Request, limit: int) -> bytes:
     """At most ``limit + 1`` bytes of the body (enough to tell "too big"), never all of a huge one.
 
-    What lies beyond is read and dropped up to :data:`_DRAIN_BYTES`, so that a client sending a
+    What lies beyond is read and dropped up to `_DRAIN_BYTES`, so that a client sending a
     slightly oversized image gets the service's error rather than a reset; a body larger than
     that is cut (the connection closes after the answer).
     """

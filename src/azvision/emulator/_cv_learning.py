@@ -1,13 +1,13 @@
 """Background work of the emulated Custom Vision resource: training, evaluation, export, inference.
 
-Training is transfer learning through :mod:`azvision.emulator._features` / ``_head`` (a frozen pretrained
+Training is transfer learning through `azvision.emulator._features` / ``_head`` (a frozen pretrained
 backbone and a trained linear head), on one worker thread so that trainings queue instead of
 competing for the CPU. Features are cached per image digest, so re-training is cheap. An
 iteration turns ``Completed`` (or ``Failed``) no sooner than ``training_seconds`` after it
 started, and an export turns ``Done`` half that time after it was requested.
 
 Object detection uses the same backbone under a YOLOv2-style grid head
-(:mod:`azvision.emulator._cv_detector`), which is also what a detector's ONNX export contains.
+(`azvision.emulator._cv_detector`), which is also what a detector's ONNX export contains.
 
 The learner (numpy, onnxruntime) is imported on first use, so the emulator starts fast.
 
@@ -359,7 +359,7 @@ class LearningEngine:
 
 
 def performance_json(perf: Performance, tag_ids: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
-    """The service's ``IterationPerformance`` body for a learner :class:`Performance`."""
+    """The service's ``IterationPerformance`` body for a learner `Performance`."""
     per_tag = []
     for tag_id, name in zip(tag_ids, names, strict=False):
         score = perf.per_tag.get(name)

@@ -67,7 +67,7 @@ def new_id() -> str:
 
 
 def domain(domain_id: str) -> tuple[str, str, str, bool] | None:
-    """The :data:`DOMAINS` row for an id (case-insensitive), or ``None``."""
+    """The `DOMAINS` row for an id (case-insensitive), or ``None``."""
     wanted = domain_id.lower()
     return next((row for row in DOMAINS if row[0] == wanted), None)
 
@@ -231,7 +231,7 @@ def _load_project(data: dict[str, Any]) -> ProjectRecord:
 class CustomVisionStore:
     """All projects of one emulated resource, optionally persisted under ``root``.
 
-    Callers hold :attr:`lock` while they read or change records and call :meth:`save` after a
+    Callers hold `lock` while they read or change records and call `save` after a
     change. Work interrupted by a restart (training, exports) is marked ``Failed`` on load.
     """
 

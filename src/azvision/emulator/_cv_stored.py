@@ -62,7 +62,7 @@ class PredictionStore:
     """The stored predictions of every project, kept under the resource's lock (``store.lock``).
 
     Each prediction is two blobs of its project: the image and, with a ``data_dir``, its record as JSON
-    (nothing is rewritten as the store grows). At most :data:`MAX_STORED` a project are kept, the oldest
+    (nothing is rewritten as the store grows). At most `MAX_STORED` a project are kept, the oldest
     dropped first — the emulator's stand-in for the service's 30-day expiry, so that a long-running
     emulator does not grow without bound.
     """

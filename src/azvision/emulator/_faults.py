@@ -1,7 +1,7 @@
 """Fault injection and request accounting for the emulator: latency, throttling, 5xx, dropped connections.
 
-:class:`FaultInjector` holds the seeded decisions (pure, no I/O); :class:`FaultMiddleware` is the
-outermost ASGI layer of the emulator: it records every request in :class:`~._context.Stats` under its
+`FaultInjector` holds the seeded decisions (pure, no I/O); `FaultMiddleware` is the
+outermost ASGI layer of the emulator: it records every request in `Stats` under its
 route template, then applies the configured faults before the request reaches a service.
 
 Decisions are reproducible: every faultable request draws exactly two numbers from one

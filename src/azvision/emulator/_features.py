@@ -2,7 +2,7 @@
 
 The backbone is the MIT-licensed 2018 Custom Vision "General (compact)" export, cut at its 512-d
 ``pool10_65_flattened`` feature (``assets/README.md`` says where it came from). Its input is made
-by :mod:`azvision.emulator._preprocessing`, the service's documented classifier pipeline.
+by `azvision.emulator._preprocessing`, the service's documented classifier pipeline.
 
 Example:
     >>> get_feature_extractor().features([]).shape
@@ -117,7 +117,7 @@ _extractor_lock = threading.Lock()
 
 
 def get_feature_extractor() -> FeatureExtractor:
-    """The process-wide :class:`FeatureExtractor`, created on first use (thread-safe).
+    """The process-wide `FeatureExtractor`, created on first use (thread-safe).
 
     Example:
         >>> get_feature_extractor() is get_feature_extractor()

@@ -2,8 +2,8 @@
 
 A multinomial (or, for multilabel projects, one-vs-rest) logistic regression on standardised
 features; the standardisation is folded into the head's weights, so the exported graph is simply
-backbone → Gemm → Softmax/Sigmoid, and :meth:`LinearHead.predict_proba` on
-:meth:`FeatureExtractor.features` equals the exported model run on the same image.
+backbone → Gemm → Softmax/Sigmoid, and `LinearHead.predict_proba` on
+`FeatureExtractor.features` equals the exported model run on the same image.
 
 Example:
     >>> import io
@@ -83,7 +83,7 @@ class LinearHead:
         return probabilities.astype(np.float32)
 
     def to_json(self) -> dict[str, object]:
-        """A JSON-serialisable dict that :meth:`from_json` turns back into an equal head.
+        """A JSON-serialisable dict that `from_json` turns back into an equal head.
 
         Example:
             >>> head = LinearHead(("a",), np.ones((512, 1), np.float32), np.zeros(1, np.float32), True)
@@ -100,7 +100,7 @@ class LinearHead:
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> LinearHead:
-        """Rebuild a head from :meth:`to_json` output.
+        """Rebuild a head from `to_json` output.
 
         Raises:
             ValueError: ``data`` is not a serialised head.
@@ -191,7 +191,7 @@ def train_head(
     every learner function, and does not change it.
 
     Args:
-        features: ``(n, 512)`` from :meth:`FeatureExtractor.features`.
+        features: ``(n, 512)`` from `FeatureExtractor.features`.
         targets: for each image, the indices (into ``labels``) of its tags; exactly one each
             unless ``multilabel``.
         labels: class names, in output order.

@@ -2,7 +2,7 @@
 
 **This is an emulation, not the service.** There is no trained model: tags come from dominant
 colours, brightness, saturation, texture and where blue or green sits in the frame; objects from
-regions that contrast with the background (:mod:`azvision.emulator._pixels`); a caption is
+regions that contrast with the background (`azvision.emulator._pixels`); a caption is
 composed from the top tags; v3.2 categories are drawn only from the service's 86-category
 taxonomy (``azvision/data/category_taxonomy_86.txt``). The same image always gets the same answer.
 

@@ -2,8 +2,8 @@
 service's limits, measured from a reduced decode.
 
 The service refuses an image by its declared dimensions before decoding it, and so does the
-emulator: sides are checked from the header (:mod:`azvision.emulator._image_header`), and the
-emulator decodes at most :data:`MAX_DECODED_PIXELS` (64 megapixels); a larger image, which the
+emulator: sides are checked from the header (`azvision.emulator._image_header`), and the
+emulator decodes at most `MAX_DECODED_PIXELS` (64 megapixels); a larger image, which the
 service might still take, gets the service's own dimension error rather than gigabytes of bitmap.
 
 Example:

@@ -3,7 +3,7 @@
 **This is an emulation, not the service.** It speaks the real wire format (paths, query
 parameters, JSON bodies, error envelopes, limits), so ``ImageAnalysisClient`` and plain REST
 clients work against it unchanged, but there is no trained model behind it: every answer is
-computed from simple pixel statistics (:mod:`azvision.emulator._ia_describe`) — tags from dominant
+computed from simple pixel statistics (`azvision.emulator._ia_describe`) — tags from dominant
 colours, brightness, saturation, texture and where blue or green sits in the frame; objects from
 regions that contrast with the background; a caption composed from the top tags; v3.2 categories
 drawn only from the service's 86-category taxonomy. The same image always gets the same answer.

@@ -240,7 +240,7 @@ def _stop_all() -> None:
 class InferenceServer:
     """One ``azmlinfsrv`` process running ``score_script`` on a free ``127.0.0.1`` port.
 
-    The process gets its own process group; :meth:`stop` (also run at interpreter exit) sends
+    The process gets its own process group; `stop` (also run at interpreter exit) sends
     SIGTERM to the group, waits, then SIGKILLs it.
 
     Example::

@@ -1,6 +1,6 @@
 """Deterministic pixel statistics behind the emulated Image Analysis answers.
 
-Nothing here is a trained model: :func:`analyse` measures colours, brightness, texture and
+Nothing here is a trained model: `analyse` measures colours, brightness, texture and
 contrasting blobs on a small copy of the image, and the service modules turn those numbers into
 tags, captions, objects and categories. Same pixels in, same numbers out.
 

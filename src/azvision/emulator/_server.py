@@ -1,7 +1,7 @@
 """The emulator's HTTP server: one Starlette app with every emulated service, run by uvicorn.
 
-:class:`Emulator` runs it in a background thread (context manager, or ``start()``/``stop()``);
-:func:`serve` runs it in the foreground for ``azvision emulator``.
+`Emulator` runs it in a background thread (context manager, or ``start()``/``stop()``);
+`serve` runs it in the foreground for ``azvision emulator``.
 
 Example::
 
@@ -123,7 +123,7 @@ class Emulator:
 
     @classmethod
     def from_config(cls, config: EmulatorConfig) -> Emulator:
-        """An emulator for an existing :class:`EmulatorConfig` (what :func:`serve` uses).
+        """An emulator for an existing `EmulatorConfig` (what `serve` uses).
 
         Example::
 

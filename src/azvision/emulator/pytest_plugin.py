@@ -2,7 +2,7 @@
 
 Installed with azvision, so any test suite can use it. Each test gets a fresh emulator on a free
 loopback port, stopped after the test. Options go through the ``azvision_emulator`` marker (the
-:class:`~azvision.emulator.Emulator` keyword arguments).
+`Emulator` keyword arguments).
 
 Example::
 
@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def azvision_emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
-    """A running :class:`~azvision.emulator.Emulator`, configured by the ``azvision_emulator`` marker."""
+    """A running `Emulator`, configured by the ``azvision_emulator`` marker."""
     # Imported here so that the plugin costs nothing in test runs that do not use the fixture,
     # and loads even where the emulator extra is not installed.
     from azvision.emulator import Emulator
