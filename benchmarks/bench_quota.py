@@ -117,8 +117,8 @@ DETECTION_TPS = 10.0
 def _detection(lab: Lab) -> list[Result]:
     """Detection batch throughput at the quota: the detect route, boxes decoded and checked per image."""
     from azvision import CustomVisionTrainer
-    from azvision._demo_detection import make_detection_dataset
     from azvision.emulator import Emulator
+    from azvision.synthetic import make_detection_dataset
 
     root = lab.root / "detection"
     train = make_detection_dataset(root / "train", images=45, seed=0)

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from azvision import CustomVisionBackend, CustomVisionTrainer, DetectionDataset, OnnxBackend, TrainingError
-from azvision._demo_detection import make_detection_dataset
 from azvision.cli.app import app
 from azvision.emulator import Emulator
 from azvision.evaluation import box_iou
+from azvision.synthetic import make_detection_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from azvision import AnnotationError, BoundingBox, ConfigurationError, DetectionDataset
-from azvision._demo_detection import make_detection_dataset
+from azvision.synthetic import make_detection_dataset
 
 
 def image(path: Path, size: tuple[int, int] = (200, 100)) -> Path:

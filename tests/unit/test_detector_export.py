@@ -48,8 +48,8 @@ def test_a_detector_zip_is_the_yolo_family_and_runs_like_the_head(tmp_path: Path
 def test_evaluate_task_detection_with_the_onnx_backend_writes_the_report_and_gates(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from azvision._demo_detection import make_detection_dataset
     from azvision.cli.app import app
+    from azvision.synthetic import make_detection_dataset
 
     data = make_detection_dataset(tmp_path / "data", images=3)
     blob = build_export_zip(
