@@ -114,6 +114,15 @@ class Throttle:
             self.learned_rps *= growth ** (1.0 / self.learned_rps)
             learned.rate = self.learned_rps
 
+    def counted(self, sent_at: float) -> bool:
+        """Whether a 429 for a request sent at ``sent_at`` belongs to a burst a rate cut already answered.
+
+        Such a request was sent at a rate the client has since lowered: its 429 is the client's own probing,
+        not a sign that this input is failing.
+        """
+        with self._lock:
+            return self.max_rps is None and sent_at < self._cut_at
+
     def throttled(self, seconds: float, *, sent_at: float, learn: bool = True) -> None:
         """A 429 for a request sent at ``sent_at``, told to wait ``seconds``."""
         with self._lock:

@@ -234,6 +234,12 @@ class RetryState:
             self.breaker.record(error)
         if self.breaker is not None and self.breaker.tripped is not None:
             raise error
+        throttle = self.throttle
+        learning = isinstance(error, RateLimitError) and throttle is not None and not self._has_own_limit()
+        if learning and throttle is not None and throttle.counted(self.sent_at):
+            # A 429 of a burst the learned rate was already cut for is the client probing the quota (as TCP
+            # does), not this input failing: it does not use up an attempt. The deadline still bounds it.
+            self.attempts -= 1
         cap = attempt_cap.get()
         limit = self.policy.max_attempts if cap is None else min(cap, self.policy.max_attempts)
         if not error.retryable or self.attempts >= limit:

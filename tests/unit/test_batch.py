@@ -273,6 +273,33 @@ def test_a_burst_of_429s_is_one_congestion_signal() -> None:
     assert throttle.learned_rps == pytest.approx(5.0 * Throttle.CUT)
 
 
+def test_429s_of_a_burst_already_answered_by_a_cut_use_up_no_attempt() -> None:
+    clock = VirtualClock()
+    throttle = Throttle(clock=clock.now)
+    policy = RetryPolicy(max_attempts=2, deadline=60.0, retry_after_jitter=0.0)
+    probe = RetryState(policy, random.Random(0), clock=clock.now, throttle=throttle)
+    probe.sent_at = clock.now()
+    clock.sleep(0.1)
+    probe.failed(RateLimitError("429", status_code=429, retry_after=0.5))  # the first: a new signal
+    clock.sleep(0.5)
+    burst = RetryState(policy, random.Random(0), clock=clock.now, throttle=throttle)
+    burst.sent_at = 0.05  # sent before the cut above
+    for _ in range(10):  # far more 429s than max_attempts, all of the counted burst
+        assert burst.failed(RateLimitError("429", status_code=429, retry_after=0.5)) > 0
+    own = RetryState(policy, random.Random(0), clock=clock.now, throttle=throttle)
+    own.sent_at = clock.now()  # sent after the cut: its 429s are its own
+    clock.sleep(0.1)
+    own.failed(RateLimitError("429", status_code=429, retry_after=0.5))
+    clock.sleep(0.5)
+    own.sent_at = clock.now()  # its retry, sent after that cut too
+    clock.sleep(0.1)
+    with pytest.raises(RateLimitError):
+        own.failed(RateLimitError("429", status_code=429, retry_after=0.5))
+    clock.sleep(60.0)  # the deadline still ends the burst's input
+    with pytest.raises(BackendTimeoutError):
+        burst.failed(RateLimitError("429", status_code=429, retry_after=0.5))
+
+
 def test_a_429_with_no_history_starts_slow_and_grows() -> None:
     clock = VirtualClock()
     throttle = Throttle(clock=clock.now)
