@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 from .._batch import BatchContext, auto_concurrency, ordered_map, thread_map
@@ -59,9 +57,7 @@ class BaseBackend(Closing, ABC):
         self._cost_pacers: list[Pacer] = []
         self._rng = random.Random()
         self._latency_ewma: float | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
-        self._closed = False
+        self._open_state(self.name)
 
     # -- the one hook ---------------------------------------------------------------------------
     @abstractmethod
@@ -275,18 +271,6 @@ class BaseBackend(Closing, ABC):
             yield outcome
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=64, thread_name_prefix=f"azvision-{self.name}"
-                )
-            return self._executor
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"this {type(self).__name__} is closed")
-
     def _close_clients(self) -> None:
         """Release vendor clients; backends override."""
 
@@ -296,8 +280,7 @@ class BaseBackend(Closing, ABC):
             return
         self._closed = True
         self._close_clients()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stop_pool()
 
     async def aclose(self) -> None:
         """Async `close`."""

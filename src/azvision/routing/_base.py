@@ -20,7 +20,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,9 +126,7 @@ class Router(Closing):
         self.member_names: tuple[str, ...] = _unique_names(members)
         self.concurrency = concurrency
         self._counts = _Counts(len(members))
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
-        self._closed = False
+        self._open_state(self.kind)
 
     # -- the hooks ------------------------------------------------------------------------------
     def _steps(self) -> Steps:
@@ -331,18 +328,6 @@ class Router(Closing):
             yield outcome
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=64, thread_name_prefix=f"azvision-{self.kind}"
-                )
-            return self._executor
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"this {type(self).__name__} is closed")
-
     def close(self) -> None:
         """Close every member (and this router's worker threads). Idempotent."""
         if self._closed:
@@ -350,8 +335,7 @@ class Router(Closing):
         self._closed = True
         for member in self.members:
             member.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stop_pool()
 
     async def aclose(self) -> None:
         """Async `close`."""
@@ -360,8 +344,7 @@ class Router(Closing):
         self._closed = True
         for member in self.members:
             await member.aclose()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stop_pool()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(repr(m) for m in self.members)})"
