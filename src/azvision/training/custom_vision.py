@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import random
 import threading
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from .._protocol import Classifier
 
 __all__ = ["CustomVisionTrainer", "TrainingJob"]
+
+logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[TrainProgress], None]
 
@@ -176,8 +178,10 @@ class CustomVisionTrainer(
 
         if "labels" not in options and options.get("task", "classification") == "classification":
             # The project's tags are the label space a Cascade checks; the prediction API cannot list them.
-            with contextlib.suppress(AzVisionError):
+            try:
                 options["labels"] = sorted(self.tags(project_id, ()))
+            except AzVisionError as exc:  # optional: without it a Cascade checks each answer instead
+                logger.warning("could not list the tags, so the classifier states no labels: %s", exc)
         backend: Classifier = CustomVisionBackend(endpoint, key, project_id, publish_name, **options)
         return backend
 
