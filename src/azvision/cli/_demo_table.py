@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from rich.table import Table
 
-__all__ = ["DemoRow", "Status", "footnotes", "format_usd", "next_steps", "results_table"]
+__all__ = ["DemoRow", "Status", "footnotes", "format_pct", "format_usd", "next_steps", "results_table"]
 
 Status = Literal["ok", "skipped", "failed"]
 _ROUNDING = {
@@ -58,8 +58,16 @@ class DemoRow:
         return row
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
+def format_pct(value: float | None, *, signed: bool = False) -> str:
+    """A share as ``12.3%`` (``+1.2%`` when ``signed``), or ``–`` when unknown.
+
+    Example:
+        >>> format_pct(0.1234), format_pct(-0.012, signed=True), format_pct(None)
+        ('12.3%', '-1.2%', '–')
+    """
+    if value is None:
+        return "–"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -95,7 +103,7 @@ def results_table(rows: list[DemoRow]) -> Table:
             continue
         table.add_row(
             row.name,
-            _pct(row.accuracy) if row.accuracy is not None else "n/a",
+            format_pct(row.accuracy) if row.accuracy is not None else "n/a",
             _num(row.latency_p50_ms),
             _num(row.latency_p95_ms),
             _num(row.images_per_second, 1),

@@ -20,6 +20,7 @@ from .._models import Prediction
 from .._protocol import Classifier
 from ..detection_datasets import DetectionDataset, DetectionItem
 from ..evaluation import DetectionMetrics, evaluate_detection, write_detection_report
+from ._demo_table import format_pct
 from ._diagnose import FailureTally, backend_endpoint
 from ._options import BackendOptions, BackendSpec, Redactor
 from ._output import JsonlWriter, error_line, progress, result_record
@@ -111,10 +112,6 @@ def run_detection(
     return metrics
 
 
-def _pct(value: float) -> str:
-    return f"{value:.1%}"
-
-
 def detection_table(metrics: DetectionMetrics) -> Table:
     """Per label: AP@0.5, AP@[.5:.95], precision and recall at IoU 0.5, true boxes.
 
@@ -124,15 +121,22 @@ def detection_table(metrics: DetectionMetrics) -> Table:
         1
     """
     table = Table(
-        title=f"{metrics.backend or 'detector'}: mAP@0.5 {_pct(metrics.map50)} · "
-        f"mAP@[.5:.95] {_pct(metrics.map50_95)} on {metrics.scored} images",
+        title=f"{metrics.backend or 'detector'}: mAP@0.5 {format_pct(metrics.map50)} · "
+        f"mAP@[.5:.95] {format_pct(metrics.map50_95)} on {metrics.scored} images",
         caption=f"precision/recall at IoU 0.5, confidence ≥ {metrics.threshold:g} · {metrics.failed} failed",
     )
     for column in ("label", "AP50", "AP50:95", "precision", "recall", "boxes"):
         table.add_column(column, justify="left" if column == "label" else "right")
     for label, m in metrics.per_label.items():
-        table.add_row(label, _pct(m.ap50), _pct(m.ap50_95), _pct(m.precision), _pct(m.recall), str(m.support))
-    table.add_row("mean", _pct(metrics.map50), _pct(metrics.map50_95), "", "", "", style="bold")
+        table.add_row(
+            label,
+            format_pct(m.ap50),
+            format_pct(m.ap50_95),
+            format_pct(m.precision),
+            format_pct(m.recall),
+            str(m.support),
+        )
+    table.add_row("mean", format_pct(metrics.map50), format_pct(metrics.map50_95), "", "", "", style="bold")
     return table
 
 
@@ -144,14 +148,15 @@ def detection_comparison_table(results: dict[str, DetectionMetrics]) -> Group:
         summary.add_column(column, justify="right")
     for name, m in results.items():
         p50 = "–" if m.latency_p50_ms is None else f"{m.latency_p50_ms:.0f}"
-        summary.add_row(name, _pct(m.map50), _pct(m.map50_95), p50, str(m.failed))
+        summary.add_row(name, format_pct(m.map50), format_pct(m.map50_95), p50, str(m.failed))
     per_label = Table(title="AP@0.5 per label")
     per_label.add_column("label")
     for name in results:
         per_label.add_column(name, justify="right", no_wrap=True)
     for label in dict.fromkeys(label for m in results.values() for label in m.per_label):
         per_label.add_row(
-            label, *(_pct(m.per_label[label].ap50) if label in m.per_label else "–" for m in results.values())
+            label,
+            *(format_pct(m.per_label[label].ap50) if label in m.per_label else "–" for m in results.values()),
         )
     return Group(summary, per_label)
 

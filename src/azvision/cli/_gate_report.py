@@ -18,6 +18,7 @@ from .._gate import GateReport, gate
 from .._pricing import cost_per_1000_images
 from .._registry import canonical_name
 from ..evaluation import Metrics
+from ._demo_table import format_pct
 from ._options import BackendSpec
 
 __all__ = [
@@ -110,12 +111,6 @@ def gate_report(
     )
 
 
-def _pct(value: float | None, *, signed: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.1%}" if signed else f"{value:.1%}"
-
-
 def gate_table(report: GateReport) -> Table:
     """Baseline first, then each challenger: accuracy, difference, 95 % interval, $ per 1,000, verdict.
 
@@ -137,7 +132,12 @@ def gate_table(report: GateReport) -> Table:
         cost = "–" if row.cost_per_1000 is None else f"{row.cost_per_1000:.2f}"
         verdict = "baseline" if row.baseline else ("ok" if row.passed else "FAIL")
         table.add_row(
-            row.backend, _pct(row.accuracy), _pct(row.difference, signed=True), interval, cost, verdict
+            row.backend,
+            format_pct(row.accuracy),
+            format_pct(row.difference, signed=True),
+            interval,
+            cost,
+            verdict,
         )
     return table
 

@@ -54,13 +54,13 @@ from .evaluate import (
     Plot,
     Quiet,
     Report,
-    _check_plot,
-    _interrupted,
-    _load_dataset,
-    _ms,
-    _pct,
-    _run,
+    check_plot,
+    format_ms,
+    format_pct,
+    interrupted,
     latency_basis,
+    load_dataset,
+    run_backend,
 )
 
 __all__ = ["comparison_table", "register"]
@@ -96,10 +96,10 @@ def comparison_table(
     for name, m in results.items():
         summary.add_row(
             name,
-            _pct(m.accuracy),
-            _pct(m.macro_f1),
-            _ms(m.latency_p50_ms),
-            _ms(m.latency_p95_ms),
+            format_pct(m.accuracy),
+            format_pct(m.macro_f1),
+            format_ms(m.latency_p50_ms),
+            format_ms(m.latency_p95_ms),
             str(m.failed),
             format_usd((costs or {}).get(name)),
         )
@@ -108,7 +108,7 @@ def comparison_table(
     for name in results:
         per_label.add_column(name, justify="right", no_wrap=True)
     for label in dict.fromkeys(label for m in results.values() for label in m.true_labels):
-        per_label.add_row(label, *(_pct(m.per_label[label].f1) for m in results.values()))
+        per_label.add_row(label, *(format_pct(m.per_label[label].f1) for m in results.values()))
     return Group(summary, per_label)
 
 
@@ -156,7 +156,7 @@ def compare_command(
     detection = task == "detection"
     with contextlib.ExitStack() as stack:
         with usage_errors(redact):
-            _check_plot(plot, "pr_curve.png" if detection else "confusion_matrix.png")
+            check_plot(plot, "pr_curve.png" if detection else "confusion_matrix.png")
             routing = Routing.of(cascade, threshold, cache)
             if detection:
                 if routing.stages or cache is not None or baseline is not None:
@@ -169,7 +169,7 @@ def compare_command(
             else:
                 if annotations is not None:
                     raise ConfigurationError("--annotations is for --task detection")
-                found = _load_dataset(dataset_dir, quiet=quiet)
+                found = load_dataset(dataset_dir, quiet=quiet)
                 named = with_baseline(backends or [], baseline, max_drop)
                 specs, stage_specs = routing.resolve(options, named)
             if len(specs) + bool(routing.stages) < 2:
@@ -195,13 +195,13 @@ def compare_command(
                         )  # fmt: skip
                     else:
                         outcomes[spec.name] = []
-                        results[spec.name], costs[spec.name] = _run(
+                        results[spec.name], costs[spec.name] = run_backend(
                             spec, clf, found, report / spec.name, redact=redact, concurrency=concurrency,
                             max_rps=max_rps, plot=plot, bar=bar, correct=outcomes[spec.name],
                         )  # fmt: skip
                     elapsed[spec.name] = time.perf_counter() - started
         except KeyboardInterrupt:
-            raise _interrupted() from None
+            raise interrupted() from None
     if isinstance(found, DetectionDataset):
         comparison = detection_comparison(results, found)
         (report / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")

@@ -25,7 +25,7 @@ from .._pricing import TokenTally, cost_per_1000_images, describe_basis
 from .._protocol import Classifier
 from ..datasets import Dataset
 from ..evaluation import Metrics, evaluate, write_report
-from ._demo_table import format_usd
+from ._demo_table import format_pct, format_usd
 from ._detection_eval import (
     detection_table,
     load_detection_dataset,
@@ -46,7 +46,18 @@ from ._options import (
 from ._output import JsonlWriter, error_line, progress, result_record, stderr_is_tty, usage_errors
 from ._routing import CacheOpt, CascadeOpt, Routing, ThresholdOpt, usage_line, usage_report
 
-__all__ = ["cost_of", "latency_basis", "metrics_table", "register"]
+__all__ = [
+    "check_plot",
+    "cost_of",
+    "format_ms",
+    "format_pct",
+    "interrupted",
+    "latency_basis",
+    "load_dataset",
+    "metrics_table",
+    "register",
+    "run_backend",
+]
 
 Report = Annotated[Path, typer.Option("--report", "-r", help="Folder for the report (created if needed).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")]
@@ -73,11 +84,7 @@ _LABEL_MAP_HINT = (
 )
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
-
-
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f}"
 
 
@@ -91,21 +98,21 @@ def metrics_table(metrics: Metrics) -> Table:
     """
     name = metrics.backend or "classifier"
     table = Table(
-        title=f"{name}: accuracy {_pct(metrics.accuracy)} on {metrics.scored} images",
-        caption=f"latency p50 {_ms(metrics.latency_p50_ms)} ms · p95 {_ms(metrics.latency_p95_ms)} ms · "
-        f"{metrics.failed} failed",
+        title=f"{name}: accuracy {format_pct(metrics.accuracy)} on {metrics.scored} images",
+        caption=f"latency p50 {format_ms(metrics.latency_p50_ms)} ms · "
+        f"p95 {format_ms(metrics.latency_p95_ms)} ms · {metrics.failed} failed",
     )
     for column in ("label", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "label" else "right")
     for label in metrics.true_labels:
         m = metrics.per_label[label]
-        table.add_row(label, _pct(m.precision), _pct(m.recall), _pct(m.f1), str(m.support))
+        table.add_row(label, format_pct(m.precision), format_pct(m.recall), format_pct(m.f1), str(m.support))
     macro = metrics.to_dict()["macro_avg"]
     table.add_row(
         "macro avg",
-        _pct(macro["precision"]),
-        _pct(macro["recall"]),
-        _pct(macro["f1"]),
+        format_pct(macro["precision"]),
+        format_pct(macro["recall"]),
+        format_pct(macro["f1"]),
         str(metrics.scored),
         style="bold",
         end_section=True,
@@ -113,7 +120,7 @@ def metrics_table(metrics: Metrics) -> Table:
     return table
 
 
-def _load_dataset(folder: Path, *, quiet: bool) -> Dataset:
+def load_dataset(folder: Path, *, quiet: bool) -> Dataset:
     dataset = Dataset.from_folder(folder)
     if not dataset.items:
         raise ConfigurationError(f"no images found in {folder}: it needs one sub-folder of images per label")
@@ -124,14 +131,14 @@ def _load_dataset(folder: Path, *, quiet: bool) -> Dataset:
     return dataset
 
 
-def _check_plot(plot: bool, picture: str = "confusion_matrix.png") -> None:
+def check_plot(plot: bool, picture: str = "confusion_matrix.png") -> None:
     if plot and importlib.util.find_spec("matplotlib") is None:
         raise ConfigurationError(
             f"{picture} needs matplotlib: pip install 'azvision[eval]' (or pass --no-plot)"
         )
 
 
-def _run(
+def run_backend(
     spec: BackendSpec,
     clf: Classifier,
     dataset: Dataset,
@@ -226,7 +233,7 @@ def latency_basis(classifier: object) -> str:
     return f"batch of {size}" if isinstance(size, int) and size > 1 else "request"
 
 
-def _interrupted() -> typer.Exit:
+def interrupted() -> typer.Exit:
     error_line("interrupted: the report is incomplete; run the command again")
     return typer.Exit(130)
 
@@ -271,12 +278,12 @@ def evaluate_command(
     with usage_errors(redact):
         if annotations is not None:
             raise ConfigurationError("--annotations is for --task detection")
-        _check_plot(plot)
-        dataset = _load_dataset(dataset_dir, quiet=quiet)
+        check_plot(plot)
+        dataset = load_dataset(dataset_dir, quiet=quiet)
         spec, clf = Routing.of(cascade, threshold, cache).build(options, backend)
     try:
         with clf, usage_errors(redact):
-            metrics, cost = _run(
+            metrics, cost = run_backend(
                 spec,
                 clf,
                 dataset,
@@ -288,7 +295,7 @@ def evaluate_command(
                 bar=not quiet and stderr_is_tty(),
             )
     except KeyboardInterrupt:
-        raise _interrupted() from None
+        raise interrupted() from None
     routing = usage_report(clf)
     if json_out:
         typer.echo(json.dumps({**metrics.to_dict(), **cost, **({"routing": routing} if routing else {})}))
@@ -324,7 +331,7 @@ def _evaluate_detection(
     redact: Redactor,
 ) -> None:
     with usage_errors(redact):
-        _check_plot(plot, "pr_curve.png")
+        check_plot(plot, "pr_curve.png")
         dataset = load_detection_dataset(dataset_dir, annotations)
         spec = with_task(options.resolve([backend] if backend else []), "detection")[0]
         clf = spec.create()
@@ -335,7 +342,7 @@ def _evaluate_detection(
                 plot=plot, bar=not quiet and stderr_is_tty(), extra={"latency_per": latency_basis(clf)},
             )  # fmt: skip
     except KeyboardInterrupt:
-        raise _interrupted() from None
+        raise interrupted() from None
     if json_out:
         typer.echo(json.dumps(metrics.to_dict()))
     elif not quiet:
